@@ -1,0 +1,5 @@
+import sys
+
+from raydetect.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""Shared fixtures: real media paths and one local Ray instance per test session.
+
+Ray listens on 127.0.0.1 only: the variables below must be set before ``ray`` is
+imported anywhere in the session, which is why they live at the top of conftest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind every Ray listener to loopback
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local test cluster only; cluster configs keep auth on
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+DATA_DIR = TESTS_DIR / "data"
+SHARED_DATA = TESTS_DIR.parent.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Vendored, permissively licensed test media (see tests/data/README.md)."""
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The larger shared media folder; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared media not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A real local Ray instance on 127.0.0.1, started once for the whole session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,  # more logical CPUs than cores: actors and read tasks never starve each other
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+        )
+    yield ray
+    # Shut down only the instance this session started; never `ray stop`.
+    ray.shutdown()
