@@ -1,0 +1,274 @@
+"""Videos in, frames out: open any fsspec location with OpenCV, decode a frame range exactly, sample.
+
+Frame indices count frames in decode order from 0, so the same index always names the same
+picture whichever shard decodes it. Timestamps are nominal: ``frame_index / fps`` with the
+container's average frame rate (exact for the constant-rate videos of datasets; for a
+variable-rate video they are the index on an even clock, not the presentation time).
+
+Local paths and ``file://`` URLs are opened by FFmpeg directly; other URLs (``s3://``,
+``gs://``, ``memory://``, ...) through an fsspec file object handed to OpenCV's stream
+reader, so only the byte ranges the demuxer asks for are fetched and nothing is copied to disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from raydetect.errors import RaydetectError
+
+# FFmpeg's own log lines ("moov atom not found", ...) would flood worker logs on bad inputs;
+# every failure is reported through VideoError instead.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+with contextlib.suppress(AttributeError):
+    cv2.setLogLevel(0)
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
+)
+
+# Decoders FFmpeg also uses for single still images; a file holding one is not a video.
+_IMAGE_FOURCCS = {"MJPG", "PNG ", "png ", "BMP ", "bmp ", "WEBP", "webp", "GIF ", "gif "}
+
+
+class VideoError(RaydetectError, ValueError):
+    """A video cannot be opened or decoded: missing, unreadable, truncated, corrupt or not a video."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video stream.
+
+    Attributes:
+        frame_count: frames announced by the container (exact for MP4 and AVI indexes; an
+            estimate from the duration for formats that have none).
+        fps: average frame rate, frames per second.
+        width, height: frame size in pixels after OpenCV's automatic rotation.
+    """
+
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+
+
+def is_local(location: str) -> bool:
+    """True for a plain path or a ``file://`` URL, which FFmpeg can open by itself."""
+    return "://" not in location or location.startswith("file://")
+
+
+def local_path(location: str) -> str:
+    return location[len("file://"):] if location.startswith("file://") else location
+
+
+@contextlib.contextmanager
+def open_video(location: str) -> Iterator[cv2.VideoCapture]:
+    """An opened ``cv2.VideoCapture`` for a path or fsspec URL; raises VideoError if it is no video."""
+    with contextlib.ExitStack() as stack:
+        if is_local(location):
+            path = local_path(location)
+            if not os.path.exists(path):
+                raise VideoError(f"{location}: no such file")
+            if os.path.isdir(path):
+                raise VideoError(f"{location}: is a directory, not a video")
+            if os.path.getsize(path) == 0:
+                raise VideoError(f"{location}: empty file (0 bytes)")
+            capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        else:
+            import fsspec
+
+            try:
+                stream = stack.enter_context(fsspec.open(location, "rb"))
+            except FileNotFoundError:
+                raise VideoError(f"{location}: no such file") from None
+            except Exception as exc:  # network, permissions, unknown protocol: say which
+                raise VideoError(f"{location}: cannot open ({type(exc).__name__}: {exc})") from exc
+            capture = cv2.VideoCapture(stream, cv2.CAP_FFMPEG, [])
+        stack.callback(capture.release)
+        if not capture.isOpened():
+            raise VideoError(f"{location}: not a readable video (unknown format, truncated or corrupt header)")
+        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF
+        frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        if fourcc.to_bytes(4, "little").decode("latin-1") in _IMAGE_FOURCCS and frames <= 1:
+            raise VideoError(f"{location}: a still image, not a video")
+        yield capture
+
+
+def probe(location: str) -> VideoInfo:
+    """Frame count, frame rate and size of a video, read from its container (decodes nothing)."""
+    with open_video(location) as capture:
+        return _info(location, capture)
+
+
+def _info(location: str, capture: cv2.VideoCapture) -> VideoInfo:
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoError(f"{location}: the container gives no frame rate")
+    if not math.isfinite(count) or count < 1:
+        raise VideoError(f"{location}: the container announces no frames")
+    if width <= 0 or height <= 0:
+        raise VideoError(f"{location}: the container gives no frame size")
+    return VideoInfo(frame_count=int(round(count)), fps=float(fps), width=width, height=height)
+
+
+# --------------------------------------------------------------------------- sampling
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames of a video go to the detector. At most one of the three is set.
+
+    Attributes:
+        every: every Nth frame: indices 0, N, 2N, ...
+        fps: a target rate: the first frame of each 1/fps-second interval (all frames when the
+            video's own rate is not higher).
+        count: K frames evenly spaced over the video: the middle frame of each of K equal
+            segments of the announced frame count (all frames when K >= the count).
+    """
+
+    every: int | None = None
+    fps: float | None = None
+    count: int | None = None
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.every, self.fps, self.count) if v is not None]
+        if len(given) > 1:
+            raise ValueError("choose one of every, fps and count")
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError(f"fps must be a positive number, got {self.fps}")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"count must be >= 1, got {self.count}")
+
+    def selector(self, info: VideoInfo) -> "FrameSelector":
+        """A predicate on frame indices for one video; it depends on the index alone, so every
+        shard of the video picks the same frames."""
+        if self.every is not None:
+            n = self.every
+            return FrameSelector(lambda i: i % n == 0, last=None)
+        if self.fps is not None and self.fps < info.fps:
+            ratio = self.fps / info.fps
+            # Frame i opens a new interval when floor(i * ratio) steps up; frame 0 always does.
+            return FrameSelector(lambda i: i == 0 or math.floor(i * ratio) > math.floor((i - 1) * ratio), None)
+        if self.count is not None and self.count < info.frame_count:
+            picked = evenly_spaced(info.frame_count, self.count)
+            chosen = frozenset(picked)
+            return FrameSelector(chosen.__contains__, last=picked[-1])
+        return FrameSelector(lambda i: True, last=None)
+
+
+@dataclass(frozen=True)
+class FrameSelector:
+    """``wants(index)``: is this frame sampled; ``last``: no frame after this index is (None: unknown)."""
+
+    wants: Callable[[int], bool]
+    last: int | None
+
+
+def evenly_spaced(frame_count: int, k: int) -> list[int]:
+    """The middle index of each of ``k`` equal segments of ``range(frame_count)``, ascending."""
+    if k >= frame_count:
+        return list(range(frame_count))
+    return [((2 * j + 1) * frame_count) // (2 * k) for j in range(k)]
+
+
+# --------------------------------------------------------------------------- decoding
+@dataclass
+class Frame:
+    """One decoded frame: ``image`` is (H, W, 3) uint8 RGB at the video's full resolution."""
+
+    index: int
+    timestamp_s: float
+    image: np.ndarray
+
+
+class FrameRange:
+    """Decode frames ``[start, stop)`` of a video (``stop`` None: to the end), keeping the sampled ones.
+
+    Iterating yields :class:`Frame` objects one at a time, so memory holds one frame. Frames
+    before ``start`` are skipped by a seek (OpenCV seeks to the previous keyframe and decodes
+    forward to the exact frame), or by decoding from the first frame when OpenCV cannot confirm
+    the seek. Frames that are not sampled are decoded but not converted (``grab``).
+
+    ``required_end``: the stream must reach this index, else iteration raises VideoError
+    (truncated file). After iteration ``frames_read`` counts the frames of the range decoded.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        start: int,
+        stop: int | None,
+        selector: FrameSelector,
+        fps: float,
+        required_end: int = 0,
+    ):
+        if start < 0 or (stop is not None and stop < start):
+            raise ValueError(f"bad frame range [{start}, {stop})")
+        self.location = location
+        self.start = start
+        self.stop = stop
+        self.selector = selector
+        self.fps = fps
+        self.required_end = required_end
+        self.frames_read = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        stop = self.stop
+        if self.selector.last is not None:
+            stop = self.selector.last + 1 if stop is None else min(stop, self.selector.last + 1)
+        with contextlib.ExitStack() as stack:
+            capture = stack.enter_context(open_video(self.location))
+            position = 0
+            if self.start > 0:
+                if _seek(capture, self.start):
+                    position = self.start
+                else:  # decode from the first frame instead, on a fresh capture
+                    stack.close()
+                    capture = stack.enter_context(open_video(self.location))
+            while stop is None or position < stop:
+                wanted = position >= self.start and self.selector.wants(position)
+                if wanted:
+                    ok, bgr = capture.read()
+                else:
+                    ok, bgr = capture.grab(), None
+                if not ok:
+                    break
+                if position >= self.start:
+                    self.frames_read += 1
+                if wanted:
+                    yield Frame(position, position / self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                position += 1
+        if position < min(self.required_end, stop if stop is not None else self.required_end):
+            raise VideoError(
+                f"{self.location}: truncated or corrupt: the stream ends at frame {position}, "
+                f"frame {self.required_end - 1} was expected"
+            )
+
+
+def _seek(capture: cv2.VideoCapture, index: int) -> bool:
+    """Move the capture so the next frame read is ``index``; False if OpenCV cannot confirm it."""
+    return bool(capture.set(cv2.CAP_PROP_POS_FRAMES, index)) and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == index
+
+
+def fit_max_side(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float, float]:
+    """Downscale ``image`` (H, W, 3) so its longer side is at most ``max_side`` pixels (area averaging).
+
+    Returns ``(image, fx, fy)``: the image (the same array if already small enough) and the
+    factors mapping its pixel coordinates back to the input's (``x_in = x * fx``; 1.0 when unchanged).
+    """
+    height, width = image.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return image, 1.0, 1.0
+    scale = max_side / max(height, width)
+    new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
+    small = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA)
+    return small, width / new_width, height / new_height
