@@ -282,6 +282,15 @@ def test_launcher_keeps_token_auth_on_everywhere(aws):
     assert "RAY_AUTH_MODE=disabled" not in AWS_CONFIG.read_text()
 
 
+def test_launcher_gives_every_node_the_endpoint_token_from_a_file(aws):
+    from raydetect.serve_options import TOKEN_ENV
+
+    (token_file,) = [remote for remote, local in aws["file_mounts"].items() if local == "~/.raydetect/api_token"]
+    for env, _ in ray_start_invocations(aws["head_start_ray_commands"] + aws["worker_start_ray_commands"]):
+        # Read from the copied file when Ray starts (workers inherit it): never written in the config.
+        assert env.get(TOKEN_ENV) == f"$(cat {token_file})", env
+
+
 def test_launcher_never_exposes_the_dashboard_or_job_api(aws):
     (head,) = ray_start_invocations(aws["head_start_ray_commands"])
     params = parse_ray_start(head[1])
