@@ -1,0 +1,276 @@
+"""A once-per-machine measurement that turns a pyramid plan into milliseconds per frame.
+
+Time per frame is modelled as
+
+    ms = fixed + per_gmac * P-Net GMACs + per_rnet * R-Net candidates + per_onet * O-Net candidates
+
+P-Net work follows from the frame size and options alone (:mod:`raydetect.pyramid_plan`); the
+candidate counts depend on what the frame shows, which is why no estimate can be exact. The
+coefficients are fitted by least squares to timings of the real detector on this machine:
+uniform frames of several sizes (P-Net only: nothing there to propose), the bundled sample
+video's frames, and tiles of them (many candidates), the latter at two R-Net thresholds so
+R-Net and O-Net candidate counts vary apart. The typical candidate density (candidates per
+P-Net pixel) of the sample frames gives the default estimate.
+
+The result is cached as JSON under ``$RAYDETECT_CACHE_DIR`` (default ``~/.cache/raydetect``),
+keyed by the things that change the timings: device, CPU, thread count, torch version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from raydetect.pyramid_plan import PyramidPlan, plan_pyramid
+
+CACHE_ENV = "RAYDETECT_CACHE_DIR"
+CALIBRATION_VERSION = 1
+# Frame sizes (height, width) of the uniform P-Net-only frames.
+UNIFORM_SIZES = ((360, 640), (720, 1280), (1080, 1920))
+CALIBRATION_MIN_FACE = 20
+CALIBRATION_SCALE_FACTOR = 0.709
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed detector call on one frame."""
+
+    label: str
+    gmacs: float
+    pnet_pixels: int
+    rnet_candidates: int
+    onet_candidates: int
+    ms: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted cost model (milliseconds) and what it was measured on."""
+
+    fixed_ms: float
+    ms_per_gmac: float
+    ms_per_rnet_candidate: float
+    ms_per_onet_candidate: float
+    rnet_per_megapixel: float  # typical R-Net candidates per million P-Net pixels (sample video)
+    onet_per_megapixel: float
+    hardware: dict
+    measured_at: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def estimate_ms(
+        self, plan: PyramidPlan, rnet_candidates: float | None = None, onet_candidates: float | None = None
+    ) -> dict:
+        """Expected milliseconds for one frame of ``plan``.
+
+        Candidate counts default to the typical density measured on the sample video.
+        Returns ``{"ms", "floor_ms", "pnet_ms", "rnet_candidates", "onet_candidates"}``;
+        ``floor_ms`` is the cost with no candidate at all (nothing in the frame).
+        """
+        megapixels = plan.pixels / 1e6
+        rnet = self.rnet_per_megapixel * megapixels if rnet_candidates is None else rnet_candidates
+        onet = self.onet_per_megapixel * megapixels if onet_candidates is None else onet_candidates
+        pnet_ms = self.ms_per_gmac * plan.macs / 1e9
+        floor = self.fixed_ms + pnet_ms
+        total = floor + self.ms_per_rnet_candidate * rnet + self.ms_per_onet_candidate * onet
+        return {"ms": total, "floor_ms": floor, "pnet_ms": pnet_ms, "rnet_candidates": rnet, "onet_candidates": onet}
+
+    def to_json(self) -> dict:
+        return {"version": CALIBRATION_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, document: dict) -> "Calibration":
+        fields = {k: v for k, v in document.items() if k != "version"}
+        fields["samples"] = [Sample(**s) for s in fields.get("samples", [])]
+        return cls(**fields)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "raydetect")
+
+
+def hardware_key(device: str) -> dict:
+    """What the timings depend on: device name, CPU model and count, torch threads and version."""
+    import torch
+
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        name = _cpu_model()
+    return {
+        "device": device,
+        "device_name": name,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+
+
+def cache_path(hardware: dict) -> Path:
+    tag = "-".join(str(hardware[k]) for k in ("device", "cpu_count", "torch_threads", "torch"))
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{tag}-{hardware['device_name']}")
+    return cache_dir() / f"calibration-{safe}.json"
+
+
+def load_or_measure(
+    device: str | None = None,
+    recalibrate: bool = False,
+    measure: Callable[[str], Calibration] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[Calibration, Path, bool]:
+    """The cached calibration for this machine, measuring (and caching) it when absent.
+
+    Returns (calibration, cache file, whether it was measured now).
+    """
+    device = resolve_device(device)
+    hardware = hardware_key(device)
+    path = cache_path(hardware)
+    if path.is_file() and not recalibrate:
+        try:
+            document = json.loads(path.read_text())
+            if document.get("version") == CALIBRATION_VERSION and document.get("hardware") == hardware:
+                return Calibration.from_json(document), path, False
+        except (ValueError, TypeError, KeyError):
+            log(f"ignoring unreadable calibration cache {path}")
+    log(f"calibrating on {hardware['device_name']} ({device}); cached afterwards in {path}")
+    calibration = (measure or measure_calibration)(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(calibration.to_json(), indent=1))
+    temporary.replace(path)  # atomic: a concurrent reader never sees half a file
+    return calibration, path, True
+
+
+def resolve_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def measure_calibration(
+    device: str,
+    uniform_sizes: Sequence[tuple[int, int]] = UNIFORM_SIZES,
+    sample_frames: int = 6,
+    tiles: Sequence[int] = (2, 3),
+    repeats: int = 3,
+) -> Calibration:
+    """Time the real detector on this machine and fit the cost model (see the module docstring)."""
+    from raydetect.detector import FaceDetector
+
+    options = dict(min_face_size=CALIBRATION_MIN_FACE, scale_factor=CALIBRATION_SCALE_FACTOR, device=device)
+    detector = FaceDetector(**options)
+    strict = FaceDetector(thresholds=(0.6, 0.95, 0.7), **options)
+    samples = []
+    for height, width in uniform_sizes:
+        frame = np.full((height, width, 3), 128, np.uint8)
+        samples.append(_time_frame(detector, frame, f"uniform {width}x{height}", repeats))
+    frames = load_sample_frames(sample_frames)
+    typical = []
+    for index, frame in enumerate(frames):
+        sample = _time_frame(detector, frame, f"sample frame {index}", repeats)
+        samples.append(sample)
+        typical.append(sample)
+    for n in tiles:
+        mosaic = np.tile(frames[0], (n, n, 1))
+        for name, det in (("default", detector), ("strict R-Net", strict)):
+            samples.append(_time_frame(det, mosaic, f"{n}x{n} tiles, {name}", repeats))
+    coefficients = fit_cost_model(samples)
+    megapixels = np.array([s.pnet_pixels for s in typical], float) / 1e6
+    return Calibration(
+        *coefficients,
+        rnet_per_megapixel=float(np.median([s.rnet_candidates for s in typical] / megapixels)),
+        onet_per_megapixel=float(np.median([s.onet_candidates for s in typical] / megapixels)),
+        hardware=hardware_key(device),
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        samples=samples,
+    )
+
+
+def fit_cost_model(samples: Sequence[Sample]) -> tuple[float, float, float, float]:
+    """Non-negative least squares for (fixed, per GMAC, per R-Net candidate, per O-Net candidate).
+
+    Coefficients that come out negative (noise on a term that barely varies) are set to zero
+    and the rest refitted, so every term adds time.
+    """
+    design = np.array([[1.0, s.gmacs, s.rnet_candidates, s.onet_candidates] for s in samples])
+    target = np.array([s.ms for s in samples])
+    active = list(range(4))
+    while True:
+        solution = np.zeros(4)
+        if active:
+            solution[active] = np.linalg.lstsq(design[:, active], target, rcond=None)[0]
+        negative = [i for i in active if solution[i] < 0]
+        if not negative:
+            return tuple(float(v) for v in solution)
+        active.remove(min(negative, key=lambda i: solution[i]))
+
+
+def load_sample_frames(count: int) -> list[np.ndarray]:
+    """``count`` RGB frames spread over the bundled sample video (raydetect/data/sample.mp4)."""
+    import cv2
+
+    path = Path(__file__).resolve().parent / "data" / "sample.mp4"
+    capture = cv2.VideoCapture(str(path))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or count
+    wanted = set(np.linspace(0, total - 1, count).astype(int).tolist())
+    frames, index = [], 0
+    while len(frames) < len(wanted):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index in wanted:
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        index += 1
+    capture.release()
+    if not frames:
+        raise RuntimeError(f"could not decode the bundled sample video {path}")
+    return frames
+
+
+def _time_frame(
+    detector, frame: np.ndarray, label: str, repeats: int, min_face_size: float = CALIBRATION_MIN_FACE
+) -> Sample:
+    detector.detect([frame])  # warm-up: first calls pay for allocation and kernel selection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        detector.detect([frame])
+        _synchronize(detector)
+        times.append((time.perf_counter() - start) * 1000)
+    stats = detector.last_stats
+    plan = plan_pyramid(frame.shape[0], frame.shape[1], min_face_size, CALIBRATION_SCALE_FACTOR)
+    return Sample(
+        label=label,
+        gmacs=plan.macs / 1e9,
+        pnet_pixels=plan.pixels,
+        rnet_candidates=int(stats.get("rnet_candidates", 0)),
+        onet_candidates=int(stats.get("onet_candidates", 0)),
+        ms=float(np.median(times)),
+    )
+
+
+def _synchronize(detector) -> None:
+    device = str(getattr(detector, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
