@@ -13,6 +13,7 @@ reader, so only the byte ranges the demuxer asks for are fetched and nothing is 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -68,8 +69,11 @@ def local_path(location: str) -> str:
 
 
 @contextlib.contextmanager
-def open_video(location: str) -> Iterator[cv2.VideoCapture]:
-    """An opened ``cv2.VideoCapture`` for a path or fsspec URL; raises VideoError if it is no video."""
+def open_video(location: str, storage_options: dict | None = None) -> Iterator[cv2.VideoCapture]:
+    """An opened ``cv2.VideoCapture`` for a path or fsspec URL; raises VideoError if it is no video.
+
+    ``storage_options``: keyword arguments for the fsspec filesystem of a URL (endpoint, credentials).
+    """
     with contextlib.ExitStack() as stack:
         if is_local(location):
             path = local_path(location)
@@ -84,12 +88,16 @@ def open_video(location: str) -> Iterator[cv2.VideoCapture]:
             import fsspec
 
             try:
-                stream = stack.enter_context(fsspec.open(location, "rb"))
+                stream = stack.enter_context(fsspec.open(location, "rb", **(storage_options or {})))
             except FileNotFoundError:
                 raise VideoError(f"{location}: no such file") from None
             except Exception as exc:  # network, permissions, unknown protocol: say which
                 raise VideoError(f"{location}: cannot open ({type(exc).__name__}: {exc})") from exc
-            capture = cv2.VideoCapture(stream, cv2.CAP_FFMPEG, [])
+            # Hold our own reference to the reader: OpenCV drops its reference on release()
+            # without the GIL, which must not be the last one.
+            reader = _ReadOnlyStream(stream)
+            stack.callback(lambda: reader)
+            capture = cv2.VideoCapture(reader, cv2.CAP_FFMPEG, [])
         stack.callback(capture.release)
         if not capture.isOpened():
             raise VideoError(f"{location}: not a readable video (unknown format, truncated or corrupt header)")
@@ -100,9 +108,36 @@ def open_video(location: str) -> Iterator[cv2.VideoCapture]:
         yield capture
 
 
-def probe(location: str) -> VideoInfo:
+class _ReadOnlyStream(io.BufferedIOBase):
+    """OpenCV's stream reader takes only ``io.BufferedIOBase``; fsspec files (s3fs, gcsfs) are plain
+    ``io.IOBase``. This forwards the calls FFmpeg's reader makes."""
+
+    def __init__(self, raw) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._raw.read(-1 if size is None else size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
+def probe(location: str, storage_options: dict | None = None) -> VideoInfo:
     """Frame count, frame rate and size of a video, read from its container (decodes nothing)."""
-    with open_video(location) as capture:
+    with open_video(location, storage_options) as capture:
         return _info(location, capture)
 
 
@@ -210,6 +245,7 @@ class FrameRange:
         selector: FrameSelector,
         fps: float,
         required_end: int = 0,
+        storage_options: dict | None = None,
     ):
         if start < 0 or (stop is not None and stop < start):
             raise ValueError(f"bad frame range [{start}, {stop})")
@@ -219,6 +255,7 @@ class FrameRange:
         self.selector = selector
         self.fps = fps
         self.required_end = required_end
+        self.storage_options = storage_options
         self.frames_read = 0
 
     def __iter__(self) -> Iterator[Frame]:
@@ -226,14 +263,14 @@ class FrameRange:
         if self.selector.last is not None:
             stop = self.selector.last + 1 if stop is None else min(stop, self.selector.last + 1)
         with contextlib.ExitStack() as stack:
-            capture = stack.enter_context(open_video(self.location))
+            capture = stack.enter_context(open_video(self.location, self.storage_options))
             position = 0
             if self.start > 0:
                 if _seek(capture, self.start):
                     position = self.start
                 else:  # decode from the first frame instead, on a fresh capture
                     stack.close()
-                    capture = stack.enter_context(open_video(self.location))
+                    capture = stack.enter_context(open_video(self.location, self.storage_options))
             while stop is None or position < stop:
                 wanted = position >= self.start and self.selector.wants(position)
                 if wanted:

@@ -51,3 +51,49 @@ def ray_session():
     yield ray
     # Shut down only the instance this session started; never `ray stop`.
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API: moto's server on 127.0.0.1 in a subprocess, ended by its PID at the end.
+
+    Yields ``storage_options`` for fsspec/s3fs (endpoint and throwaway credentials); nothing is
+    set in the environment, so Ray workers get the same options through the job's arguments.
+    """
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    beside_python = Path(sys.executable).with_name("moto_server")  # the venv's own, not a shell shim
+    command = str(beside_python) if beside_python.exists() else shutil.which("moto_server")
+    process = subprocess.Popen(
+        [command, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"moto_server did not start on {endpoint}")
+            time.sleep(0.2)
+    yield {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "eu-west-1"},
+    }
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()

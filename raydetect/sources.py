@@ -1,0 +1,182 @@
+"""Inputs: turn what the user typed (paths, directories, globs, fsspec URLs, manifests) into videos.
+
+A SOURCE is one of:
+- a video file (local path or any fsspec URL: ``s3://``, ``gs://``, ``file://``, ``memory://`` ...);
+  listed as given even when it does not exist, so that the job reports it as a failed input;
+- a directory (searched recursively for files with a video extension) or a glob (``*``, ``?``, ``[``);
+- a manifest: ``.csv``, ``.parquet`` or ``.jsonl`` with a ``path`` column and an optional ``label``
+  column (relative paths are relative to the manifest's folder), or a DFDC ``metadata.json``
+  (``{"name.mp4": {"label": "FAKE", ...}, ...}``), whose labels are carried into the outputs.
+
+Listing happens once, on the driver; it opens manifests but not videos.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import fsspec
+
+from raydetect.errors import RaydetectError
+from raydetect.video import VIDEO_EXTENSIONS
+
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".jsonl")
+GLOB_CHARACTERS = "*?["
+
+
+class SourceError(RaydetectError, ValueError):
+    """A SOURCE cannot be listed: an empty directory or glob, a missing or malformed manifest."""
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One video to process.
+
+    Attributes:
+        video: its location as given (a path or URL), the ``video`` column of every output row.
+        label: the manifest's label for it (e.g. DFDC "REAL" / "FAKE"), else None.
+    """
+
+    video: str
+    label: str | None = None
+
+
+def list_inputs(sources: Sequence[str], storage_options: dict | None = None) -> list[VideoInput]:
+    """Every video named by ``sources``, in order, each once (a later duplicate is dropped).
+
+    ``storage_options``: keyword arguments for the fsspec filesystem of URLs (endpoint, credentials).
+    """
+    if not sources:
+        raise SourceError("no SOURCE given")
+    seen: set[str] = set()
+    listed: list[VideoInput] = []
+    for source in sources:
+        for item in _expand(source, storage_options or {}):
+            if item.video not in seen:
+                seen.add(item.video)
+                listed.append(item)
+    return listed
+
+
+def _expand(source: str, options: dict) -> list[VideoInput]:
+    if not source or not source.strip():
+        raise SourceError("empty SOURCE")
+    name = posixpath.basename(source.rstrip("/")).lower()
+    if name == "metadata.json":
+        return _read_dfdc_metadata(source, options)
+    if name.endswith(MANIFEST_SUFFIXES):
+        return _read_manifest(source, options)
+    fs, path = fsspec.core.url_to_fs(source, **options)
+    if any(ch in path for ch in GLOB_CHARACTERS):
+        matches = [p for p in sorted(fs.glob(path)) if not fs.isdir(p)]
+        if not matches:
+            raise SourceError(f"{source}: the pattern matches no file")
+        return [VideoInput(_location(source, fs, p)) for p in matches]
+    if fs.isdir(path):
+        found = sorted(p for p in fs.find(path) if p.lower().endswith(VIDEO_EXTENSIONS))
+        if not found:
+            raise SourceError(f"{source}: the directory holds no video ({', '.join(VIDEO_EXTENSIONS)})")
+        return [VideoInput(_location(source, fs, p)) for p in found]
+    return [VideoInput(source)]
+
+
+def _location(source: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A listed path in the style of the SOURCE it came from (a plain path stays a plain path)."""
+    if "://" not in source:
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def _resolve(base_dir: str, path: str) -> str:
+    """``path`` from a manifest: absolute paths and URLs as written, others relative to ``base_dir``."""
+    if "://" in path or path.startswith("/"):
+        return path
+    return posixpath.join(base_dir, path) if base_dir else path
+
+
+def _base_dir(manifest: str) -> str:
+    return posixpath.dirname(manifest)
+
+
+def _open_manifest(manifest: str, options: dict):
+    try:
+        return fsspec.open(manifest, "rb", **options).open()
+    except FileNotFoundError:
+        raise SourceError(f"{manifest}: manifest not found") from None
+
+
+def _read_manifest(manifest: str, options: dict) -> list[VideoInput]:
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pq
+
+    suffix = manifest.lower().rsplit(".", 1)[-1]
+    with _open_manifest(manifest, options) as stream:
+        try:
+            if suffix == "csv":
+                # Every column as text: labels like "0"/"1" stay labels, paths stay paths.
+                table = pa_csv.read_csv(
+                    stream, convert_options=pa_csv.ConvertOptions(column_types=_all_strings(stream), strings_can_be_null=True)
+                )
+            elif suffix == "parquet":
+                table = pq.read_table(stream)
+            else:
+                table = pa_json.read_json(stream)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise SourceError(f"{manifest}: cannot read the {suffix} manifest: {exc}") from exc
+    if "path" not in table.column_names:
+        raise SourceError(f"{manifest}: the manifest has no 'path' column (columns: {', '.join(table.column_names)})")
+    paths = table.column("path").to_pylist()
+    labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * len(paths)
+    base = _base_dir(manifest)
+    items = []
+    for row, (path, label) in enumerate(zip(paths, labels), start=1):
+        if path is None or not str(path).strip():
+            raise SourceError(f"{manifest}: row {row} has an empty path")
+        label = None if label is None or str(label).strip() == "" else str(label)
+        items.append(VideoInput(_resolve(base, str(path).strip()), label))
+    if not items:
+        raise SourceError(f"{manifest}: the manifest lists no video")
+    return items
+
+
+def _all_strings(stream) -> dict:
+    """Column name -> string type for the CSV header on ``stream`` (rewound afterwards)."""
+    import pyarrow as pa
+
+    position = stream.tell()
+    header = stream.readline().decode("utf-8-sig").strip()
+    stream.seek(position)
+    import csv
+
+    names = next(csv.reader([header]), [])
+    return {name: pa.string() for name in names}
+
+
+def _read_dfdc_metadata(manifest: str, options: dict) -> list[VideoInput]:
+    """DFDC ``metadata.json``: ``{"abc.mp4": {"label": "FAKE", "split": ..., "original": ...}}``."""
+    with _open_manifest(manifest, options) as stream:
+        try:
+            entries = json.load(stream)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SourceError(f"{manifest}: not valid JSON: {exc}") from exc
+    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+        raise SourceError(f"{manifest}: expected DFDC metadata, an object of file name -> {{\"label\": ...}}")
+    if not entries:
+        raise SourceError(f"{manifest}: the metadata lists no video")
+    base = _base_dir(manifest)
+    return [
+        VideoInput(_resolve(base, name), None if meta.get("label") is None else str(meta["label"]))
+        for name, meta in entries.items()
+    ]
+
+
+def describe(inputs: Iterable[VideoInput]) -> str:
+    """A one-line count for logs: ``"12 videos (3 labelled)"``."""
+    items = list(inputs)
+    labelled = sum(item.label is not None for item in items)
+    return f"{len(items)} videos ({labelled} labelled)" if labelled else f"{len(items)} videos"
