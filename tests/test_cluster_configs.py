@@ -503,7 +503,7 @@ def documented_commands() -> list[str]:
     """Shell commands in docs/cluster.md code blocks, with backslash continuations joined."""
     text = CLUSTER_DOC.read_text()
     commands = []
-    for block in re.findall(r"```(?:bash|sh|shell|console)?\n(.*?)```", text, re.DOTALL):
+    for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, re.DOTALL):
         joined = re.sub(r"\\\n\s*", " ", block)
         commands += [line.strip().removeprefix("$ ") for line in joined.splitlines() if line.strip()]
     return commands
