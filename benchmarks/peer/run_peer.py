@@ -11,7 +11,8 @@ Inputs are listed and decoded by ``benchmarks/media_inputs.py`` (OpenCV decode, 
     {"image": key, "width": W, "height": H, "min_face_size": M,
      "boxes": [[x1, y1, x2, y2], ...], "scores": [...], "landmarks": [[[x, y] x 5], ...],
      "seconds": median detect() wall time over --repeat runs,
-     "stats": {"pnet_pixels", "rnet_candidates", "onet_candidates", "faces"}}
+     "stats": {"pnet_pixels", "rnet_candidates", "onet_candidates", "faces"},
+     "peer": "facenet-pytorch <version>, torch <version>", "threads": torch threads}
 
 ``stats`` counts what the peer's networks were fed (P-Net input pixels over all pyramid levels, R-Net
 and O-Net input crops), recorded with forward pre-hooks; they do not change its results.
@@ -81,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="JSONL path (default stdout)")
     args = parser.parse_args(argv)
 
+    import importlib.metadata
+
     import torch
     from facenet_pytorch import MTCNN
+
+    peer_version = f"facenet-pytorch {importlib.metadata.version('facenet-pytorch')}, torch {torch.__version__}"
 
     media = _load_media_inputs()
     torch.set_num_threads(args.threads)
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 "boxes": box_list, "scores": scores, "landmarks": landmark_list,
                 "seconds": statistics.median(times),
                 "stats": dict(counter.counts, faces=len(box_list)),
+                "peer": peer_version, "threads": torch.get_num_threads(),
             }
             out.write(json.dumps(record) + "\n")
             out.flush()
