@@ -115,6 +115,32 @@ class AnnotationSet:
         return found
 
 
+def select_images(annotations: AnnotationSet, paths: list[str | Path]) -> dict[str, Path]:
+    """Image key -> file for the images named on a command line.
+
+    A folder stands for every annotated image under it (keys resolved against the folder, then
+    against the annotation file's folder: all must exist). A file is matched to the key its
+    path ends with.
+
+    Raises:
+        AnnotationError: a path does not exist, a folder lacks annotated images, or a file has
+            no annotation.
+    """
+    selected: dict[str, Path] = {}
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            selected.update(annotations.resolve(entry))
+        elif entry.is_file():
+            as_posix = entry.resolve().as_posix()
+            key = next((k for k in annotations.images if as_posix.endswith("/" + k.lstrip("./"))), None)
+            if key is None:
+                raise AnnotationError(f"{entry}: no annotation for this image in {annotations.source or 'the annotations'}")
+            selected[key] = entry
+        else:
+            raise AnnotationError(f"not found: {entry}")
+    return selected
+
+
 def load_annotations(path: str | Path) -> AnnotationSet:
     """Read an annotation file in any supported format (see the module docstring)."""
     path = Path(path)

@@ -1,0 +1,218 @@
+"""``raydetect preview``: look at what the detector finds.
+
+* an image -> a PNG/JPEG with boxes, scores and landmarks;
+* a video -> an annotated MP4 of its frames (``--every``, ``--max-frames``), or one annotated
+  frame as PNG/JPEG (``--frame``);
+* an offline job's face table (``DEST/faces``, ``DEST`` or a ``.parquet`` file) -> a contact
+  sheet PNG of the face crops, captioned with video, frame and score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from raydetect.commands.detector_args import add_detector_arguments
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".avi")
+
+
+class PreviewError(ValueError):
+    """Bad input or options for preview; the message is shown as is."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preview",
+        help="draw detections on an image or video, or a contact sheet of an offline job's face crops",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", metavar="VIDEO_OR_IMAGE_OR_FACES", help="image, video, or faces Parquet (file or folder)")
+    parser.add_argument("--output", "-o", required=True, help="PNG/JPEG picture or MP4/AVI video to write")
+    add_detector_arguments(parser)
+    video = parser.add_argument_group("video input")
+    video.add_argument("--every", type=int, default=1, help="draw every Nth frame (default 1)")
+    video.add_argument("--max-frames", type=int, default=300, help="at most this many frames in the MP4 (default 300)")
+    video.add_argument("--frame", type=int, default=0, help="frame index drawn when the output is a picture")
+    video.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
+    sheet = parser.add_argument_group("contact sheet")
+    sheet.add_argument("--limit", type=int, default=64, help="faces on the sheet (default 64)")
+    sheet.add_argument("--columns", type=int, default=8, help="tiles per row (default 8)")
+    sheet.add_argument("--tile-size", type=int, default=112, help="tile side in pixels (default 112)")
+    sheet.add_argument(
+        "--order", choices=("file", "best", "worst"), default="file",
+        help="which faces: first in the table, highest scores, or lowest scores (default file)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from raydetect.errors import RaydetectError
+
+    try:
+        source, output = Path(args.input), Path(args.output)
+        if not source.exists():
+            raise PreviewError(f"input not found: {source}")
+        kind = input_kind(source)
+        if kind == "faces":
+            _require_suffix(output, PICTURE_SUFFIXES, "a contact sheet")
+            count = write_contact_sheet(source, output, args.limit, args.columns, args.tile_size, args.order)
+            print(f"wrote {output}: contact sheet of {count} faces")
+        elif kind == "image":
+            _require_suffix(output, PICTURE_SUFFIXES, "an image preview")
+            faces = preview_image(source, output, args)
+            print(f"wrote {output}: {faces} faces")
+        else:
+            _require_suffix(output, PICTURE_SUFFIXES + VIDEO_SUFFIXES, "a video preview")
+            frames, faces = preview_video(source, output, args)
+            print(f"wrote {output}: {frames} frames, {faces} faces")
+    except (PreviewError, RaydetectError, ValueError) as exc:
+        print(f"raydetect preview: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def input_kind(path: Path) -> str:
+    """``"faces"`` (Parquet), ``"image"`` or ``"video"``, from the path alone."""
+    from raydetect.image_files import is_image_path
+    from raydetect.video import VIDEO_EXTENSIONS
+
+    if path.is_dir():
+        if any(path.rglob("*.parquet")):
+            return "faces"
+        raise PreviewError(f"{path} is a folder without Parquet files (expected an offline job's DEST/faces)")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "faces"
+    if is_image_path(path):
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    raise PreviewError(f"{path}: unknown input type {suffix!r} (expected an image, a video or Parquet)")
+
+
+def preview_image(source: Path, output: Path, args: argparse.Namespace) -> int:
+    from raydetect.commands.detector_args import build_detector
+    from raydetect.drawing import draw_detections
+    from raydetect.image_files import read_image, write_image
+
+    image = read_image(source)
+    detections = build_detector(args).detect([image])[0]
+    write_image(output, draw_detections(image, detections))
+    return len(detections)
+
+
+def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple[int, int]:
+    """Annotate frames of ``source``; returns (frames written, faces drawn)."""
+    import cv2
+
+    from raydetect.commands.detector_args import build_detector
+    from raydetect.drawing import draw_caption, draw_detections
+    from raydetect.image_files import write_image
+    from raydetect.video import FrameRange, Sampling, probe
+
+    if args.every < 1 or args.max_frames < 1 or args.batch < 1:
+        raise PreviewError("--every, --max-frames and --batch must be >= 1")
+    info = probe(str(source))
+    detector = build_detector(args)
+    if output.suffix.lower() in PICTURE_SUFFIXES:
+        if not 0 <= args.frame < info.frame_count:
+            raise PreviewError(f"--frame {args.frame} is outside the video's {info.frame_count} frames")
+        frames = list(FrameRange(str(source), args.frame, args.frame + 1, Sampling().selector(info), info.fps))
+        if not frames:
+            raise PreviewError(f"{source}: frame {args.frame} could not be decoded")
+        detections = detector.detect([frames[0].image])[0]
+        picture = draw_detections(frames[0].image, detections)
+        write_image(output, draw_caption(picture, f"frame {frames[0].index}: {len(detections)} faces"))
+        return 1, len(detections)
+
+    stop = min(info.frame_count, args.max_frames * args.every)
+    frame_range = FrameRange(str(source), 0, stop, Sampling(every=args.every).selector(info), info.fps)
+    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(output), fourcc, max(info.fps / args.every, 1.0), (info.width, info.height))
+    if not writer.isOpened():
+        raise PreviewError(f"cannot write video {output}")
+    written = faces = 0
+    try:
+        batch = []
+        for frame in [*frame_range, None]:
+            if frame is not None:
+                batch.append(frame)
+            if batch and (frame is None or len(batch) == args.batch):
+                for item, detections in zip(batch, detector.detect([f.image for f in batch])):
+                    picture = draw_caption(draw_detections(item.image, detections), f"frame {item.index}: {len(detections)} faces")
+                    writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+                    written += 1
+                    faces += len(detections)
+                batch = []
+    finally:
+        writer.release()
+    if not written:
+        output.unlink(missing_ok=True)
+        raise PreviewError(f"{source}: no frame decoded")
+    return written, faces
+
+
+def write_contact_sheet(source: Path, output: Path, limit: int, columns: int, tile_size: int, order: str) -> int:
+    """Read face crops from Parquet and write the sheet; returns the number of faces shown."""
+    from raydetect.drawing import contact_sheet, decode_jpeg
+    from raydetect.image_files import write_image
+
+    if limit < 1:
+        raise PreviewError("--limit must be >= 1")
+    rows = read_face_rows(source, limit, order)
+    if not rows:
+        raise PreviewError(f"{source}: the face table has no rows")
+    tiles, captions = [], []
+    for row in rows:
+        try:
+            tiles.append(decode_jpeg(row["crop"]))
+        except ValueError as exc:
+            raise PreviewError(f"{source}: crop of {row.get('video')} frame {row.get('frame_index')}: {exc}") from None
+        captions.append(_caption(row))
+    write_image(output, contact_sheet(tiles, captions, columns=columns, tile_size=tile_size))
+    return len(tiles)
+
+
+def read_face_rows(source: Path, limit: int, order: str) -> list[dict]:
+    """Up to ``limit`` rows (crop, video, frame_index, score) from a face table, in ``order``."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(str(source), format="parquet")
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise PreviewError(f"{source}: not a readable Parquet face table ({exc})") from None
+    names = dataset.schema.names
+    if "crop" not in names:
+        raise PreviewError(f"{source}: no 'crop' column (columns: {', '.join(names)}); was the job run with crops?")
+    wanted = [c for c in ("crop", "video", "frame_index", "score") if c in names]
+    if order == "file":
+        table = dataset.head(limit, columns=wanted)
+    else:
+        if "score" not in names:
+            raise PreviewError(f"{source}: --order {order} needs a 'score' column")
+        scores = dataset.to_table(columns=["score"])["score"]
+        indices = pc.sort_indices(scores, sort_keys=[("", "descending" if order == "best" else "ascending")])
+        table = dataset.take(indices[:limit], columns=wanted)  # reads only the chosen crops
+    return table.to_pylist()
+
+
+def _caption(row: dict) -> str:
+    parts = []
+    if row.get("video") is not None:
+        parts.append(Path(str(row["video"])).name)
+    if row.get("frame_index") is not None:
+        parts.append(f"#{row['frame_index']}")
+    if row.get("score") is not None:
+        parts.append(f"{row['score']:.2f}")
+    return " ".join(parts)
+
+
+def _require_suffix(output: Path, allowed: tuple[str, ...], what: str) -> None:
+    if output.suffix.lower() not in allowed:
+        raise PreviewError(f"--output {output}: {what} is written as {' or '.join(allowed)}")

@@ -1,0 +1,150 @@
+"""Pictures of what the detector found: boxes, scores and landmarks on frames; contact sheets of crops.
+
+Every function takes and returns (H, W, 3) uint8 RGB arrays and never modifies its input.
+Line widths and text sizes follow the image size, so a 4K frame and a 360p frame read alike.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from raydetect.results import Detections
+
+BOX_COLOR = (0, 230, 64)  # RGB
+GROUND_TRUTH_COLOR = (255, 200, 0)
+# Left eye, right eye, nose, left and right mouth corner (the order of Detections.landmarks).
+LANDMARK_COLORS = ((255, 64, 64), (64, 128, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255))
+TEXT_COLOR = (0, 0, 0)
+SHEET_BACKGROUND = (32, 32, 32)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def line_width(image: np.ndarray) -> int:
+    """Stroke width in pixels for ``image``: 1 px per 400 px of the shorter side, at least 1."""
+    return max(1, round(min(image.shape[:2]) / 400))
+
+
+def draw_detections(
+    image: np.ndarray,
+    detections: Detections,
+    color: tuple[int, int, int] = BOX_COLOR,
+    scores: bool = True,
+    landmarks: bool = True,
+) -> np.ndarray:
+    """A copy of ``image`` with each face's box, its score above it and its five landmarks.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        detections: faces in pixel coordinates of ``image``.
+        color: RGB box colour.
+        scores, landmarks: draw the score label / the landmark points.
+    """
+    canvas = _rgb_copy(image)
+    width = line_width(canvas)
+    for index in range(len(detections)):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in detections.boxes[index])
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, width)  # crisp edges, no blending
+        if landmarks:
+            radius = max(1, min(width + 1, int((x2 - x1) / 25) + 1))
+            for (x, y), point_color in zip(detections.landmarks[index], LANDMARK_COLORS):
+                cv2.circle(canvas, (int(round(float(x))), int(round(float(y)))), radius, point_color, -1, cv2.LINE_AA)
+        if scores:
+            _label(canvas, f"{float(detections.scores[index]):.2f}", (x1, y1), color, width)
+    return canvas
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, color: tuple[int, int, int] = GROUND_TRUTH_COLOR) -> np.ndarray:
+    """A copy of ``image`` with plain boxes, e.g. annotated faces; ``boxes`` (N, 4) x1, y1, x2, y2."""
+    canvas = _rgb_copy(image)
+    width = line_width(canvas)
+    for x1, y1, x2, y2 in np.asarray(boxes, float).reshape(-1, 4):
+        cv2.rectangle(canvas, (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), color, width)
+    return canvas
+
+
+def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
+    """A copy of ``image`` with ``text`` in a band at the top left (e.g. frame index, face count)."""
+    canvas = _rgb_copy(image)
+    _label(canvas, text, (0, 0), (255, 255, 255), line_width(canvas), inside=True)
+    return canvas
+
+
+def contact_sheet(
+    tiles: Sequence[np.ndarray],
+    captions: Sequence[str] | None = None,
+    columns: int = 8,
+    tile_size: int = 112,
+    padding: int = 4,
+) -> np.ndarray:
+    """A grid of face crops, each resized to ``tile_size`` square, with an optional caption below.
+
+    Args:
+        tiles: (h, w, 3) uint8 RGB images (any sizes).
+        captions: one short text per tile, or None.
+        columns: tiles per row (fewer when there are fewer tiles).
+
+    Returns:
+        (H, W, 3) uint8 RGB sheet.
+    """
+    if not len(tiles):
+        raise ValueError("no face crops to put on a contact sheet")
+    if columns < 1 or tile_size < 8 or padding < 0:
+        raise ValueError(f"bad sheet layout: columns {columns}, tile size {tile_size}, padding {padding}")
+    if captions is not None and len(captions) != len(tiles):
+        raise ValueError(f"{len(captions)} captions for {len(tiles)} tiles")
+    columns = min(columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    font_scale = tile_size / 320
+    caption_height = int(cv2.getTextSize("Ag", _FONT, font_scale, 1)[0][1] * 2.2) if captions else 0
+    cell_w, cell_h = tile_size + padding, tile_size + caption_height + padding
+    sheet = np.empty((rows * cell_h + padding, columns * cell_w + padding, 3), np.uint8)
+    sheet[:] = SHEET_BACKGROUND
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, columns)
+        top, left = padding + row * cell_h, padding + column * cell_w
+        interpolation = cv2.INTER_AREA if max(tile.shape[:2]) > tile_size else cv2.INTER_LINEAR
+        sheet[top:top + tile_size, left:left + tile_size] = cv2.resize(
+            _rgb_copy(tile), (tile_size, tile_size), interpolation=interpolation
+        )
+        if captions:
+            baseline = top + tile_size + int(caption_height * 0.75)
+            text = _fit_text(captions[index], tile_size, font_scale)
+            cv2.putText(sheet, text, (left, baseline), _FONT, font_scale, (230, 230, 230), 1, cv2.LINE_AA)
+    return sheet
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from JPEG (or PNG) bytes; ValueError if they do not decode."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{len(data)} bytes that do not decode as an image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _label(canvas: np.ndarray, text: str, corner: tuple[int, int], color, width: int, inside: bool = False) -> None:
+    """``text`` on a filled ``color`` band just above ``corner`` (below it when there is no room)."""
+    scale = 0.4 * width
+    (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, scale, width)
+    x, y = corner
+    band_h = text_h + baseline + 2 * width
+    top = y if inside or y - band_h < 0 else y - band_h
+    cv2.rectangle(canvas, (x, top), (x + text_w + 2 * width, top + band_h), color, -1)
+    cv2.putText(canvas, text, (x + width, top + text_h + width), _FONT, scale, TEXT_COLOR, width, cv2.LINE_AA)
+
+
+def _fit_text(text: str, width: int, scale: float) -> str:
+    """``text``, shortened from the left with an ellipsis until it fits ``width`` pixels."""
+    shown = text
+    while len(shown) > 1 and cv2.getTextSize(shown, _FONT, scale, 1)[0][0] > width:
+        shown = shown[2:] if shown.startswith("..") else ".." + shown[3:]
+    return shown
+
+
+def _rgb_copy(image: np.ndarray) -> np.ndarray:
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array).copy()

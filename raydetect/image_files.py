@@ -1,0 +1,69 @@
+"""Image files on local disk: finding them and reading them as RGB arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from raydetect.errors import RaydetectError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+class ImageFileError(RaydetectError, ValueError):
+    """An image file is missing or does not decode."""
+
+
+def is_image_path(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of an image file; grey and RGBA files are converted.
+
+    Raises:
+        ImageFileError: the file is missing or not a decodable image (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageFileError(f"image not found: {path}")
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageFileError(f"{path}: not a decodable image ({data.size} bytes)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB image; the format follows the extension (.png, .jpg, ...)."""
+    path = Path(path)
+    ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageFileError(f"cannot encode an image as {path.suffix!r} for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded.tofile(path)
+
+
+def list_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files among ``paths``, folders searched recursively, sorted within each folder.
+
+    Raises:
+        ImageFileError: a path does not exist, a file is not an image, or a folder holds none.
+    """
+    found: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            images = sorted(p for p in entry.rglob("*") if p.is_file() and is_image_path(p))
+            if not images:
+                raise ImageFileError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {entry}")
+            found.extend(images)
+        elif entry.is_file():
+            if not is_image_path(entry):
+                raise ImageFileError(f"{entry}: not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})")
+            found.append(entry)
+        else:
+            raise ImageFileError(f"not found: {entry}")
+    return found

@@ -1,0 +1,160 @@
+"""``raydetect preview`` and the drawing helpers, on real photos, a real video and a real Parquet table."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raydetect.cli import main
+from raydetect.commands.preview import read_face_rows
+from raydetect.crops import face_crops
+from raydetect.drawing import BOX_COLOR, contact_sheet, decode_jpeg, draw_boxes, draw_detections
+from raydetect.image_files import read_image
+from raydetect.results import Detections
+
+PHOTO = "dlib_faces/2007_007763.jpg"
+VIDEO = "hamilton_45f_640x360.avi"
+
+
+def _detections(boxes, scores):
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    return Detections(boxes, np.array(scores, np.float32), np.repeat(centres[:, None, :], 5, axis=1))
+
+
+def test_draw_detections_marks_boxes_and_leaves_the_input_alone():
+    image = np.zeros((200, 300, 3), np.uint8)
+    drawn = draw_detections(image, _detections([[50, 60, 120, 150]], [0.93]))
+    assert image.max() == 0  # untouched
+    assert tuple(drawn[100, 50]) == BOX_COLOR  # left edge of the box
+    assert tuple(drawn[150, 80]) == BOX_COLOR  # bottom edge
+    assert drawn[105, 85].any()  # a landmark at the centre
+    assert drawn[45:60, 50:80].any()  # the score label above the box
+    assert not drawn[180:, 200:].any()  # nothing far away
+    plain = draw_detections(image, _detections([[50, 60, 120, 150]], [0.93]), scores=False, landmarks=False)
+    assert not plain[105, 85].any() and not plain[45:58, 52:80].any()
+
+
+def test_draw_boxes_and_bad_images():
+    drawn = draw_boxes(np.zeros((50, 50, 3), np.uint8), [[10, 10, 40, 40]])
+    assert drawn[10, 20].any() and not drawn[25, 25].any()
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        draw_detections(np.zeros((50, 50), np.float32), Detections.empty())
+
+
+def test_contact_sheet_layout():
+    tiles = [np.full((30 + k, 20, 3), 40 * k, np.uint8) for k in range(5)]
+    sheet = contact_sheet(tiles, columns=2, tile_size=32, padding=4)
+    assert sheet.shape == (3 * 36 + 4, 2 * 36 + 4, 3)  # 3 rows, 2 columns, no captions
+    assert tuple(sheet[4 + 36 + 10, 4 + 36 + 10]) == (120, 120, 120)  # tile 3 (row 1, column 1)
+    captioned = contact_sheet(tiles, [f"face {k}" for k in range(5)], columns=5, tile_size=64)
+    assert captioned.shape[0] > 64 + 8 and captioned.shape[1] == 5 * 68 + 4
+    with pytest.raises(ValueError, match="no face crops"):
+        contact_sheet([])
+    with pytest.raises(ValueError, match="2 captions for 5 tiles"):
+        contact_sheet(tiles, ["a", "b"])
+
+
+def test_preview_image(data_dir, tmp_path, capsys):
+    output = tmp_path / "faces.png"
+    assert main(["preview", str(data_dir / PHOTO), "--output", str(output), "--min-face-size", "30"]) == 0
+    faces = int(capsys.readouterr().out.split(": ")[1].split()[0])
+    original, drawn = read_image(data_dir / PHOTO), read_image(output)
+    assert drawn.shape == original.shape
+    assert faces >= 5  # the photo has seven annotated faces
+    changed = np.any(drawn != original, axis=2)
+    assert changed.mean() < 0.2 and (drawn == BOX_COLOR).all(axis=2).sum() > 100
+
+
+def test_preview_video_to_mp4(data_dir, tmp_path, capsys):
+    output = tmp_path / "preview.mp4"
+    argv = ["preview", str(data_dir / VIDEO), "-o", str(output), "--every", "15", "--max-frames", "3",
+            "--min-face-size", "60"]
+    assert main(argv) == 0
+    assert "3 frames" in capsys.readouterr().out
+    capture = cv2.VideoCapture(str(output))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 3 and frames[0].shape == (360, 640, 3)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(29.97 / 15, rel=0.01)
+
+
+def test_preview_one_video_frame_as_png(data_dir, tmp_path, capsys):
+    output = tmp_path / "frame.png"
+    assert main(["preview", str(data_dir / VIDEO), "-o", str(output), "--frame", "20", "--min-face-size", "60"]) == 0
+    assert "1 frames" in capsys.readouterr().out
+    assert read_image(output).shape == (360, 640, 3)
+
+
+def _face_table(data_dir, path, with_crops=True):
+    """A face table like an offline job's: crops of the annotated faces of a real photo."""
+    image = read_image(data_dir / PHOTO)
+    boxes = np.array(json.loads((data_dir / "dlib_faces" / "annotations.json").read_text())["images"]
+                     ["2007_007763.jpg"], np.float32)
+    boxes[:, 2:] += boxes[:, :2]
+    columns = {
+        "video": ["clips/a.mp4"] * len(boxes),
+        "frame_index": list(range(len(boxes))),
+        "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 2], "y2": boxes[:, 3],
+        "score": np.linspace(0.9, 0.99, len(boxes)),
+    }
+    if with_crops:
+        columns["crop"] = face_crops(image, boxes, size=96, margin=0.2)
+    pq.write_table(pa.table(columns), path)
+    return len(boxes)
+
+
+def test_contact_sheet_from_face_table(data_dir, tmp_path, capsys):
+    faces_dir = tmp_path / "dest" / "faces"
+    faces_dir.mkdir(parents=True)
+    count = _face_table(data_dir, faces_dir / "part-0.parquet")
+    output = tmp_path / "sheet.png"
+    assert main(["preview", str(faces_dir), "-o", str(output), "--columns", "4", "--tile-size", "64"]) == 0
+    assert f"contact sheet of {count} faces" in capsys.readouterr().out
+    sheet = read_image(output)
+    assert sheet.shape[1] == 4 * (64 + 4) + 4  # 4 columns
+    rows = -(-count // 4)
+    assert sheet.shape[0] > rows * 68
+    worst = read_face_rows(faces_dir, 3, "worst")
+    assert [r["frame_index"] for r in worst] == [0, 1, 2]  # scores rise with the frame index
+    best = read_face_rows(faces_dir, 2, "best")
+    assert [r["frame_index"] for r in best] == [count - 1, count - 2]
+    assert decode_jpeg(best[0]["crop"]).shape == (96, 96, 3)
+
+
+@pytest.mark.parametrize(
+    "make, output, message",
+    [
+        (lambda d, t: t / "missing.jpg", "x.png", "input not found"),
+        (lambda d, t: (t / "notes.txt").write_text("x") and t / "notes.txt", "x.png", "unknown input type"),
+        (lambda d, t: d / PHOTO, "x.mp4", "written as .png"),
+        (lambda d, t: t, "x.png", "folder without Parquet"),
+        (lambda d, t: _face_table(d, t / "nocrop.parquet", with_crops=False) and t / "nocrop.parquet", "x.png",
+         "no 'crop' column"),
+        (lambda d, t: (t / "bad.parquet").write_bytes(b"not parquet") and t / "bad.parquet", "x.png",
+         "not a readable Parquet"),
+        (lambda d, t: (t / "bad.jpg").write_bytes(b"\xff\xd8junk") and t / "bad.jpg", "x.png", "not a decodable image"),
+        (lambda d, t: d / VIDEO, "x.png --frame 999", "outside the video's 45 frames"),
+    ],
+)
+def test_preview_bad_input(data_dir, tmp_path, capsys, make, output, message):
+    source = make(data_dir, tmp_path)
+    out_name, *extra = output.split()
+    assert main(["preview", str(source), "-o", str(tmp_path / out_name), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_corrupt_crop_is_named(tmp_path, capsys):
+    pq.write_table(pa.table({"video": ["v.mp4"], "frame_index": [7], "score": [0.9], "crop": [b"garbage"]}),
+                   tmp_path / "f.parquet")
+    assert main(["preview", str(tmp_path / "f.parquet"), "-o", str(tmp_path / "s.png")]) == 2
+    assert "crop of v.mp4 frame 7" in capsys.readouterr().err
