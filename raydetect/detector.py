@@ -1,0 +1,169 @@
+"""FaceDetector: the batched MTCNN cascade behind one small object.
+
+It owns the options, the device, the weights and the batching controller; it knows
+nothing about Ray, so the same object serves scripts, Ray Data actors and Serve
+replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raydetect.batching import BatchController, WorkBudget
+from raydetect.errors import InvalidImageError
+from raydetect.images import as_rgb_uint8
+from raydetect.mtcnn import boxes as box_ops
+from raydetect.mtcnn.cascade import CascadeConfig, run_cascade
+from raydetect.mtcnn.weights import load_networks
+from raydetect.results import Detections
+
+PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class FaceDetector:
+    """Finds faces, their scores and five landmarks in batches of RGB images.
+
+    Args:
+        min_face_size: smallest face side to find, in pixels (>= 1). Smaller values find
+            smaller faces at a higher cost: P-Net's work grows with (1 / min_face_size)**2.
+        thresholds: face probability thresholds of P-Net, R-Net and O-Net, each in [0, 1].
+        scale_factor: ratio between pyramid levels, in (0, 1); the original 0.709 halves
+            the area per level.
+        device: "cpu", "cuda", "cuda:1", a torch.device, or None for CUDA when available.
+        budget: per-pass work limits (:class:`WorkBudget`); None picks one for the device.
+        precision: "float32", "float16" (CUDA), "bfloat16", or "auto" (float16 on CUDA,
+            float32 elsewhere). Lower precisions speed up the networks; box arithmetic
+            and NMS always run in float32.
+        weights_dir: folder with pnet.pt, rnet.pt and onet.pt; None uses the bundled ones.
+    """
+
+    def __init__(
+        self,
+        min_face_size: float = 20.0,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        scale_factor: float = 0.709,
+        device: str | torch.device | None = None,
+        budget: WorkBudget | None = None,
+        precision: str = "auto",
+        weights_dir: str | Path | None = None,
+    ) -> None:
+        thresholds = tuple(float(t) for t in thresholds)
+        if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"thresholds must be three probabilities in [0, 1], got {thresholds}")
+        if not min_face_size >= 1:
+            raise ValueError(f"min_face_size must be at least 1 pixel, got {min_face_size}")
+        if not 0.0 < scale_factor < 1.0:
+            raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
+        self.device = _resolve_device(device)
+        if precision == "auto":
+            precision = "float16" if self.device.type == "cuda" else "float32"
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)} or 'auto', got {precision!r}")
+        if precision == "float16" and self.device.type != "cuda":
+            raise ValueError("precision 'float16' needs a CUDA device; use 'bfloat16' or 'float32' on the CPU")
+        self.precision = precision
+        self.budget = budget or WorkBudget.for_device(self.device.type)
+        self.config = CascadeConfig(
+            min_face_size=float(min_face_size),
+            thresholds=thresholds,  # type: ignore[arg-type]
+            scale_factor=float(scale_factor),
+            rnet_batch=self.budget.rnet_crops,
+            onet_batch=self.budget.onet_crops,
+            compute_dtype=PRECISIONS[precision],
+        )
+        self.controller = BatchController(self.budget)
+        self.nets = tuple(
+            net.to(self.device, memory_format=torch.channels_last) for net in load_networks(weights_dir)
+        )
+        self.last_stats: dict = {}
+
+    @property
+    def min_face_size(self) -> float:
+        return self.config.min_face_size
+
+    def pyramid_pixels(self, height: int, width: int) -> int:
+        """Pixels P-Net processes for one image of this size (all pyramid levels)."""
+        total = 0
+        for scale in box_ops.pyramid_scales(height, width, self.config.min_face_size, self.config.scale_factor):
+            level_h, level_w = box_ops.level_size(height, width, scale)
+            total += level_h * level_w
+        return total
+
+    def detect(self, images: Sequence, bgr: bool = False) -> list[Detections]:
+        """Detect faces in a batch of images.
+
+        Args:
+            images: sequence of (H, W, 3) uint8 RGB arrays (numpy or torch; sizes may
+                differ), or one (N, H, W, 3) array. Grey and RGBA images are converted.
+            bgr: the images are in OpenCV's BGR channel order.
+
+        Returns:
+            One :class:`Detections` per image, in order.
+        """
+        images = _as_image_list(images)
+        checked = [as_rgb_uint8(image, index, bgr) for index, image in enumerate(images)]
+        results: list[Detections] = []
+        totals = {"images": 0, "pnet_pixels": 0, "rnet_candidates": 0, "onet_candidates": 0, "faces": 0}
+        costs = [self.pyramid_pixels(int(img.shape[0]), int(img.shape[1])) for img in checked]
+        totals["micro_batches"] = 0
+        for batch in self.controller.plan(costs):
+            started = time.perf_counter()
+            tensors = [self._to_device(checked[i]) for i in batch]
+            with torch.inference_mode():
+                output = run_cascade(self.nets, tensors, self.config)
+            results.extend(_split_per_image(output, len(tensors)))
+            self.controller.observe(output.stats, time.perf_counter() - started)
+            totals["micro_batches"] += 1
+            for key in ("images", "pnet_pixels", "rnet_candidates", "onet_candidates", "faces"):
+                totals[key] += int(output.stats.get(key, 0))
+        self.last_stats = totals
+        return results
+
+    def detect_one(self, image, bgr: bool = False) -> Detections:
+        """Detect faces in one (H, W, 3) uint8 image."""
+        return self.detect([image], bgr=bgr)[0]
+
+    def _to_device(self, image) -> torch.Tensor:
+        if isinstance(image, np.ndarray):
+            image = torch.from_numpy(np.ascontiguousarray(image))
+        return image.to(self.device).contiguous()
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was requested but CUDA is not available here")
+    return device
+
+
+def _as_image_list(images) -> list:
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        if images.ndim == 4:
+            return list(images)
+        raise InvalidImageError(
+            f"detect() takes a sequence of images or one (N, H, W, 3) array, got an array of shape "
+            f"{tuple(images.shape)}; for a single image use detect_one(image) or detect([image])"
+        )
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        raise InvalidImageError(f"detect() takes a sequence of images, got {type(images).__name__}")
+    return list(images)
+
+
+def _split_per_image(output, count: int) -> list[Detections]:
+    """Cut the flat cascade output (ordered by image) into one Detections per image."""
+    per_image = torch.bincount(output.image_index, minlength=count).tolist() if len(output.scores) else [0] * count
+    boxes = output.boxes.cpu().numpy().astype(np.float32)
+    scores = output.scores.cpu().numpy().astype(np.float32)
+    landmarks = output.landmarks.cpu().numpy().astype(np.float32)
+    results, start = [], 0
+    for n in per_image:
+        results.append(Detections(boxes[start : start + n], scores[start : start + n], landmarks[start : start + n]))
+        start += n
+    return results

@@ -1,0 +1,240 @@
+"""The three stages of the MTCNN cascade over a batch of images, as tensor operations.
+
+propose (P-Net over the image pyramid) -> refine (R-Net over 24x24 crops) ->
+finish (O-Net over 48x48 crops, with landmarks). Candidates of all images travel
+together as flat tensors tagged with their image index; every crop of a stage is
+cut and resampled in one gather, and the networks run in chunks sized by the
+configured number of crops per forward pass, never one face at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from raydetect.mtcnn import boxes as box_ops
+from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE, ONet, PNet, RNet, normalize
+from raydetect.mtcnn.nms import nms
+from raydetect.mtcnn.resample import SummedAreaTables
+
+# Overlap thresholds of the original cascade.
+NMS_WITHIN_LEVEL = 0.5
+NMS_ACROSS_LEVELS = 0.7
+NMS_REFINE = 0.7
+NMS_FINAL = 0.7  # intersection over the smaller box
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """Detection settings.
+
+    Attributes:
+        min_face_size: smallest face side to look for, in pixels.
+        thresholds: face probability thresholds of P-Net, R-Net and O-Net.
+        scale_factor: ratio between successive pyramid levels, in (0, 1).
+        rnet_batch: at most this many 24x24 crops per R-Net forward pass.
+        onet_batch: at most this many 48x48 crops per O-Net forward pass.
+        compute_dtype: None for float32, else the autocast dtype of the forward passes
+            (torch.float16 on CUDA, torch.bfloat16 on CPUs with AMX).
+    """
+
+    min_face_size: float = 20.0
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    scale_factor: float = 0.709
+    rnet_batch: int = 4096
+    onet_batch: int = 1024
+    compute_dtype: torch.dtype | None = None
+
+
+@dataclass
+class Candidates:
+    """Face candidates of a batch of images, flat: K rows across all images."""
+
+    image_index: torch.Tensor  # (K,) int64
+    boxes: torch.Tensor  # (K, 4) float32, x1, y1, x2, y2
+    scores: torch.Tensor  # (K,) float32
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def select(self, rows: torch.Tensor) -> "Candidates":
+        return Candidates(self.image_index[rows], self.boxes[rows], self.scores[rows])
+
+
+@dataclass
+class CascadeOutput:
+    """Faces of a batch of images, flat and ordered by image then decreasing score."""
+
+    image_index: torch.Tensor  # (F,) int64
+    boxes: torch.Tensor  # (F, 4) float32
+    scores: torch.Tensor  # (F,) float32
+    landmarks: torch.Tensor  # (F, 5, 2) float32
+    stats: dict = field(default_factory=dict)
+
+
+def _forward(net: torch.nn.Module, crops: torch.Tensor, dtype: torch.dtype | None):
+    """Run a network under the configured precision; outputs come back as float32."""
+    context = (
+        torch.autocast(device_type=crops.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    )
+    with context:
+        outputs = net(normalize(crops))
+    return tuple(out.float() for out in outputs)
+
+
+def propose(pnet: PNet, images: list[torch.Tensor], config: CascadeConfig) -> tuple[Candidates, int]:
+    """Stage 1: P-Net over every pyramid level of every image.
+
+    Images of equal size share each level's forward pass. Returns the square,
+    calibrated proposals and the number of level pixels P-Net processed.
+    """
+    device = images[0].device
+    found: list[Candidates] = []
+    pixels = 0
+    for shape, members in _group_by_shape(images).items():
+        height, width = shape
+        batch = torch.stack([images[i] for i in members]).permute(0, 3, 1, 2).float()  # channels-last NCHW
+        member_index = torch.tensor(members, dtype=torch.long, device=device)
+        for scale in box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor):
+            level = F.interpolate(batch, size=box_ops.level_size(height, width, scale), mode="area")
+            pixels += level.shape[0] * level.shape[2] * level.shape[3]
+            face_prob, offsets = _forward(pnet, level, config.compute_dtype)
+            local_index, boxes, scores, box_offsets = box_ops.pnet_proposals(
+                face_prob, offsets, scale, config.thresholds[0]
+            )
+            keep = nms(boxes, scores, NMS_WITHIN_LEVEL, groups=local_index)
+            image_index = member_index[local_index[keep]]
+            calibrated = torch.cat([boxes[keep], box_offsets[keep]], dim=1)  # carried to the cross-level NMS
+            found.append(Candidates(image_index, calibrated, scores[keep]))
+    if not found:
+        return _no_candidates(device), pixels
+    merged = Candidates(
+        torch.cat([c.image_index for c in found]),
+        torch.cat([c.boxes for c in found]),
+        torch.cat([c.scores for c in found]),
+    )
+    keep = nms(merged.boxes[:, :4], merged.scores, NMS_ACROSS_LEVELS, groups=merged.image_index)
+    merged = merged.select(keep)
+    boxes = box_ops.calibrate(merged.boxes[:, :4], merged.boxes[:, 4:], inclusive=False)
+    return Candidates(merged.image_index, box_ops.square(boxes), merged.scores), pixels
+
+
+def refine(rnet: RNet, tables: SummedAreaTables, sizes: torch.Tensor, candidates: Candidates, config: CascadeConfig):
+    """Stage 2: R-Net rescoring and calibration of every proposal, in crop chunks."""
+    candidates, crops = _crop_candidates(tables, sizes, candidates, RNET_INPUT_SIZE)
+    scores, offsets = _run_chunked(rnet, crops, len(candidates), config.rnet_batch, config.compute_dtype)
+    passed = torch.nonzero(scores > config.thresholds[1]).squeeze(1)
+    candidates = Candidates(candidates.image_index[passed], candidates.boxes[passed], scores[passed])
+    offsets = offsets[passed]
+    keep = nms(candidates.boxes, candidates.scores, NMS_REFINE, groups=candidates.image_index)
+    boxes = box_ops.calibrate(candidates.boxes[keep], offsets[keep], inclusive=True)
+    return Candidates(candidates.image_index[keep], box_ops.square(boxes), candidates.scores[keep])
+
+
+def finish(onet: ONet, tables: SummedAreaTables, sizes: torch.Tensor, candidates: Candidates, config: CascadeConfig):
+    """Stage 3: O-Net scores, boxes and landmarks; final per-image NMS over the smaller area."""
+    candidates, crops = _crop_candidates(tables, sizes, candidates, ONET_INPUT_SIZE)
+    scores, offsets, fractions = _run_chunked(
+        onet, crops, len(candidates), config.onet_batch, config.compute_dtype
+    )
+    passed = torch.nonzero(scores > config.thresholds[2]).squeeze(1)
+    seen_boxes = candidates.boxes[passed]
+    landmarks = box_ops.landmarks_in_image(seen_boxes, fractions[passed])
+    boxes = box_ops.calibrate(seen_boxes, offsets[passed], inclusive=True)
+    faces = Candidates(candidates.image_index[passed], boxes, scores[passed])
+    keep = nms(faces.boxes, faces.scores, NMS_FINAL, groups=faces.image_index, kind="min", inclusive=True)
+    return faces.select(keep), landmarks[keep]
+
+
+def run_cascade(nets: tuple[PNet, RNet, ONet], images: list[torch.Tensor], config: CascadeConfig) -> CascadeOutput:
+    """Detect faces in ``images``: (H, W, 3) uint8 RGB tensors on the networks' device."""
+    pnet, rnet, onet = nets
+    device = images[0].device
+    proposals, pixels = propose(pnet, images, config)
+    stats = {"images": len(images), "pnet_pixels": pixels, "rnet_candidates": len(proposals), "onet_candidates": 0}
+    if len(proposals) == 0:
+        return _empty_output(device, stats)
+    sizes = torch.tensor([[img.shape[0], img.shape[1]] for img in images], dtype=torch.long, device=device)
+    with_faces = torch.unique(proposals.image_index)
+    tables = SummedAreaTables([images[i] for i in with_faces.tolist()])
+    # Candidates address tables by position among the images that have any.
+    table_slot = torch.full((len(images),), -1, dtype=torch.long, device=device)
+    table_slot[with_faces] = torch.arange(with_faces.shape[0], device=device)
+    view = _TableView(tables, table_slot)
+    refined = refine(rnet, view, sizes, proposals, config)
+    stats["onet_candidates"] = len(refined)
+    if len(refined) == 0:
+        return _empty_output(device, stats)
+    faces, landmarks = finish(onet, view, sizes, refined, config)
+    order = torch.sort(faces.image_index, stable=True).indices  # NMS left them by score
+    stats["faces"] = len(faces)
+    return CascadeOutput(
+        faces.image_index[order], faces.boxes[order], faces.scores[order], landmarks[order], stats
+    )
+
+
+class _TableView:
+    """Summed-area tables addressed by the batch's image index."""
+
+    def __init__(self, tables: SummedAreaTables, slot: torch.Tensor) -> None:
+        self.tables = tables
+        self.slot = slot
+
+    def resample(self, image_index: torch.Tensor, regions: torch.Tensor, size: int) -> torch.Tensor:
+        return self.tables.resample(self.slot[image_index], regions, size)
+
+
+def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
+    """Drop candidates lying outside their image, and cut the rest (lazily, per chunk)."""
+    image_sizes = sizes[candidates.image_index]
+    regions, valid = box_ops.crop_regions(candidates.boxes, image_sizes[:, 0], image_sizes[:, 1])
+    if not bool(valid.all()):
+        kept = torch.nonzero(valid).squeeze(1)
+        candidates, regions = candidates.select(kept), regions[kept]
+    image_index = candidates.image_index
+
+    def crops(start: int, stop: int) -> torch.Tensor:
+        return tables.resample(image_index[start:stop], regions[start:stop], size)
+
+    return candidates, crops
+
+
+def _run_chunked(net, crops, count: int, chunk: int, dtype):
+    """Forward ``count`` crops through ``net`` at most ``chunk`` at a time; outputs concatenated."""
+    outputs = [_forward(net, crops(start, min(start + chunk, count)), dtype) for start in range(0, count, chunk)]
+    if not outputs:
+        return _empty_net_outputs(net, crops, dtype)
+    return tuple(torch.cat(parts) for parts in zip(*outputs))
+
+
+def _empty_net_outputs(net, crops, dtype):
+    return _forward(net, crops(0, 0), dtype)
+
+
+def _group_by_shape(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault((int(image.shape[0]), int(image.shape[1])), []).append(index)
+    return groups
+
+
+def _no_candidates(device) -> Candidates:
+    return Candidates(
+        torch.zeros(0, dtype=torch.long, device=device),
+        torch.zeros((0, 4), device=device),
+        torch.zeros(0, device=device),
+    )
+
+
+def _empty_output(device, stats: dict) -> CascadeOutput:
+    stats["faces"] = 0
+    return CascadeOutput(
+        torch.zeros(0, dtype=torch.long, device=device),
+        torch.zeros((0, 4), device=device),
+        torch.zeros(0, device=device),
+        torch.zeros((0, 5, 2), device=device),
+        stats,
+    )
