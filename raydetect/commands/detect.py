@@ -1,0 +1,277 @@
+"""``raydetect detect``: find every face in a video dataset with a Ray Data job, write Parquet.
+
+    raydetect detect SOURCE [SOURCE ...] --output DEST [--min-face-size 20]
+                     [--every N | --fps F | --frames-per-video K] [--max-side S]
+                     [--crops --crop-size 224 --crop-margin 0.3] [--address auto] [--gpus-per-actor G]
+
+SOURCE: a video, a directory, a glob, any fsspec URL (s3://, gs://, file://, memory://) or a manifest
+(CSV / Parquet / JSONL with a ``path`` column and optional ``label``, or a DFDC metadata.json).
+DEST: a local folder or fsspec URL; it receives faces/ (one row per face) and videos/ (one row per
+input). Without SOURCE, the bundled sample video is processed into ./quickstart-output.
+
+Exit status: 0 when every input succeeded, 3 when some failed (their rows in DEST/videos say why),
+2 for bad options or sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from raydetect.commands.detector_args import add_detector_arguments
+
+QUICKSTART_OUTPUT = "quickstart-output"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "detect",
+        help="find every face in a video dataset with a Ray Data job and write Parquet",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="*", metavar="SOURCE", help="videos, folders, globs, URLs or manifests")
+    parser.add_argument(
+        "--output", "-o", metavar="DEST",
+        help=f"output folder or URL (required with SOURCE; default ./{QUICKSTART_OUTPUT} for the sample)",
+    )
+    add_detector_arguments(parser)
+
+    sampling = parser.add_argument_group("frame sampling (default: every frame)")
+    choice = sampling.add_mutually_exclusive_group()
+    choice.add_argument("--every", type=_positive_int, metavar="N", help="every Nth frame: 0, N, 2N, ...")
+    choice.add_argument("--fps", type=_positive_float, metavar="F", help="about F frames per second of video")
+    choice.add_argument(
+        "--frames-per-video", type=_positive_int, metavar="K", help="K frames evenly spaced over each video"
+    )
+    sampling.add_argument(
+        "--max-side", type=_positive_int, metavar="S",
+        help="downscale frames whose longer side exceeds S pixels before detection; boxes are reported in "
+             "pixels of the original frame",
+    )
+
+    crops = parser.add_argument_group("face crops")
+    crops.add_argument("--crops", action="store_true", help="store a JPEG crop of every face (column 'crop')")
+    crops.add_argument("--crop-size", type=_positive_int, default=224, help="crop side in pixels (default 224)")
+    crops.add_argument(
+        "--crop-margin", type=_non_negative_float, default=0.3,
+        help="context around the face: the square's side is the face's longer side x (1 + margin) (default 0.3)",
+    )
+    crops.add_argument("--crop-quality", type=_jpeg_quality, default=90, help="JPEG quality 1-100 (default 90)")
+
+    cluster = parser.add_argument_group("cluster")
+    cluster.add_argument(
+        "--address", default=None,
+        help="Ray cluster to join, e.g. auto or ray://host:10001 (default: $RAY_ADDRESS, else a local Ray "
+             "instance on 127.0.0.1)",
+    )
+    cluster.add_argument("--actors", type=_positive_int, help="detector actors at most (default: fill the cluster)")
+    cluster.add_argument(
+        "--gpus-per-actor", type=_non_negative_float,
+        help="GPUs per detector actor; 0 detects on CPU (default: 1 when the cluster has GPUs, else 0)",
+    )
+    cluster.add_argument("--cpus-per-actor", type=_positive_float, help="CPUs per detector actor")
+    cluster.add_argument(
+        "--decode-cpus", type=_positive_float, default=0.5, help="CPUs per decode task (default 0.5)"
+    )
+    cluster.add_argument("--threads-per-actor", type=_positive_int, help="torch threads of a CPU detector actor")
+    cluster.add_argument(
+        "--shard-frames", type=_positive_int, default=300,
+        help="frames of a video per shard: a longer video is split over several decode tasks and actors "
+             "(default 300)",
+    )
+    cluster.add_argument(
+        "--chunk-mib", type=_positive_int, default=128,
+        help="decoded frames handed to a detector actor at once, MiB of RGB pixels (default 128)",
+    )
+    cluster.add_argument(
+        "--storage-options", type=_json_object, default=None, metavar="JSON",
+        help='fsspec options for URLs, e.g. \'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'',
+    )
+
+    budget = parser.add_argument_group(
+        "work budget per forward pass (adaptive micro-batching inside each actor; default: the device's)"
+    )
+    budget.add_argument("--budget-pnet-pixels", type=_positive_int, metavar="PIXELS",
+                        help="pyramid pixels through P-Net per pass (CPU default 8000000)")
+    budget.add_argument("--budget-rnet-crops", type=_positive_int, metavar="N",
+                        help="candidates through R-Net per pass (CPU default 4096)")
+    budget.add_argument("--budget-onet-crops", type=_positive_int, metavar="N",
+                        help="candidates through O-Net per pass (CPU default 1024)")
+    budget.add_argument("--budget-images", type=_positive_int, metavar="N",
+                        help="frames per pass at most (CPU default 64)")
+
+    parser.add_argument("--overwrite", action="store_true", help="redo every input, replacing DEST's results")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
+
+
+def job_spec(args: argparse.Namespace):
+    """The JobSpec the parsed options describe (raises ValueError for inconsistent options)."""
+    from raydetect.chunk_detection import DetectionOptions
+    from raydetect.pipeline import JobSpec, Resources
+    from raydetect.shards import ShardOptions
+    from raydetect.video import Sampling
+
+    sources = list(args.sources)
+    output = args.output
+    if not sources:
+        from importlib.resources import files
+
+        sources = [str(files("raydetect.data") / "sample.mp4")]
+        output = output or QUICKSTART_OUTPUT
+    if not output:
+        raise ValueError("--output DEST is required when SOURCE is given")
+    budget = {
+        name: value
+        for name, value in (
+            ("pnet_pixels", args.budget_pnet_pixels),
+            ("rnet_crops", args.budget_rnet_crops),
+            ("onet_crops", args.budget_onet_crops),
+            ("max_images", args.budget_images),
+        )
+        if value is not None
+    }
+    if budget:
+        from raydetect.batching import WorkBudget
+
+        device_budget = WorkBudget.for_device("cuda" if (args.gpus_per_actor or 0) > 0 else "cpu")
+        budget = {**device_budget.__dict__, **budget}
+        WorkBudget(**budget)  # validate now, not in every actor
+    detection = DetectionOptions(
+        min_face_size=args.min_face_size,
+        thresholds=tuple(args.thresholds),
+        scale_factor=args.scale_factor,
+        device=args.device,
+        budget=budget or None,
+        max_side=args.max_side,
+        crops=args.crops,
+        crop_size=args.crop_size,
+        crop_margin=args.crop_margin,
+        crop_quality=args.crop_quality,
+        torch_threads=args.threads_per_actor,
+    )
+    shards = ShardOptions(
+        shard_frames=args.shard_frames,
+        sampling=Sampling(every=args.every, fps=args.fps, count=args.frames_per_video),
+        max_side=args.max_side,
+        chunk_bytes=args.chunk_mib << 20,
+    )
+    resources = Resources(
+        actors=args.actors,
+        gpus_per_actor=args.gpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor,
+        decode_cpus=args.decode_cpus,
+        torch_threads=args.threads_per_actor,
+    )
+    return JobSpec(
+        sources=sources, output=output, detection=detection, shards=shards, resources=resources,
+        overwrite=args.overwrite, storage_options=args.storage_options,
+    )
+
+
+def connect(address: str | None):
+    """Join the cluster at ``address`` (or $RAY_ADDRESS); without either, start a local instance
+    that listens on 127.0.0.1 only."""
+    if not address and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address)
+    else:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+    return ray
+
+
+def run(args: argparse.Namespace) -> int:
+    from raydetect.errors import RaydetectError
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        spec = job_spec(args)
+    except (ValueError, RaydetectError) as exc:
+        print(f"raydetect detect: error: {exc}", file=sys.stderr)
+        return 2
+    ray = connect(args.address)
+    from ray.data import DataContext
+
+    from raydetect.pipeline import run_job
+
+    if args.quiet:
+        DataContext.get_current().enable_progress_bars = False
+    try:
+        summary = run_job(spec, ray)
+    except (ValueError, RaydetectError) as exc:  # sources that cannot be listed, DEST with other options
+        print(f"raydetect detect: error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.text())
+    return summary.exit_status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry for scripts (``jobs/detect_videos.py``): the same arguments as ``raydetect detect``."""
+    parser = argparse.ArgumentParser(prog="detect_videos.py", description=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _jpeg_quality(text: str) -> int:
+    value = _positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality is 1-100, got {value}")
+    return value
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value

@@ -1,0 +1,375 @@
+"""The offline job on Ray Data: videos in, faces (and crops) out as Parquet.
+
+    inputs (driver) -> probe + plan shards (CPU tasks) -> one shard per block
+      -> decode shards into chunks of sampled frames (CPU tasks, streaming)
+      -> detect + crop + write each chunk's faces (actor pool, one FaceDetector per actor, GPU if asked)
+      -> small accounting records streamed back to the driver, which writes one row per finished video.
+
+Streaming end to end: decode tasks yield chunks one at a time and Ray Data's backpressure bounds
+the chunks in flight, so memory does not grow with the number of videos. A long video spreads
+over many shards, hence many decode tasks and actors; pull-based dispatch keeps a crowded shard
+from stalling the others.
+
+Nothing lost, nothing duplicated: every chunk's faces go to a file whose name is fixed by the video
+and frame range, so a chunk redone after an actor died replaces its file. A video's row in
+DEST/videos is written only once all its chunks are, and is what a re-run uses to skip it;
+faces of a failed video are removed. See :mod:`raydetect.job_output` for the layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from raydetect.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.job_output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
+from raydetect.shards import ShardOptions, decode_chunks, plan_shards
+from raydetect.sources import VideoInput, list_inputs
+
+log = logging.getLogger("raydetect.pipeline")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where the stages run.
+
+    Attributes:
+        actors: detector actors at most (None: one per GPU share when gpus_per_actor > 0, else
+            enough to fill the cluster's CPUs less the decoders' share).
+        gpus_per_actor: GPUs each detector actor holds (0: detect on CPU).
+        cpus_per_actor: CPUs each detector actor holds (None: 1 on GPU; on CPU, the CPUs of the
+            largest node less one decoder's share, at most 4).
+        decode_cpus: CPUs each decode task holds (decoding costs far less than detection).
+        torch_threads: threads of a CPU detector (None: the actor's CPUs, rounded up).
+    """
+
+    actors: int | None = None
+    gpus_per_actor: float | None = None
+    cpus_per_actor: float | None = None
+    decode_cpus: float = 0.5
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything one detect job needs; see ``raydetect detect --help`` for the options."""
+
+    sources: list[str]
+    output: str
+    detection: DetectionOptions = field(default_factory=DetectionOptions)
+    shards: ShardOptions = field(default_factory=ShardOptions)
+    resources: Resources = field(default_factory=Resources)
+    overwrite: bool = False
+    storage_options: dict | None = None
+    flush_seconds: float = 30.0  # write finished videos' rows at least this often
+    progress_seconds: float = 10.0
+
+
+@dataclass
+class JobSummary:
+    """What a run did; ``exit_status`` 0 when every input succeeded, 3 when some failed."""
+
+    output: str
+    inputs: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    frames_decoded: int = 0
+    frames_detected: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_detected / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_status(self) -> int:
+        return 3 if self.failed else 0
+
+    def text(self) -> str:
+        lines = [
+            f"inputs: {self.inputs} ({self.ok} ok, {self.failed} failed, {self.skipped} already done)",
+            f"frames: {self.frames_decoded} decoded, {self.frames_detected} detected "
+            f"({self.fps:.2f} frames/s over {self.seconds:.1f} s)",
+            f"faces: {self.faces}",
+            f"output: {self.output}/faces and {self.output}/videos",
+        ]
+        for message in self.errors[:20]:
+            lines.append(f"failed: {message}")
+        if len(self.errors) > 20:
+            lines.append(f"... and {len(self.errors) - 20} more failures (see {self.output}/videos)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- Ray stages
+class _PlanStage:
+    """Ray Data ``flat_map`` callable: one input row -> its shard rows."""
+
+    def __init__(self, options: ShardOptions):
+        self.options = options
+
+    def __call__(self, row: dict) -> list[dict]:
+        return plan_shards(row, self.options)
+
+
+class _DecodeStage:
+    """Ray Data ``flat_map`` callable: one shard row -> its chunk rows, yielded one at a time."""
+
+    def __init__(self, options: ShardOptions):
+        self.options = options
+
+    def __call__(self, row: dict):
+        yield from decode_chunks(row, self.options)
+
+
+class DetectActor:
+    """Ray Data actor: hosts one ChunkDetector (one FaceDetector), built once per actor."""
+
+    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None):
+        self.stage = ChunkDetector(options, dest, storage_options)
+
+    def __call__(self, batch: dict) -> dict:
+        count = len(batch["key"])
+        results = [self.stage.process({name: _plain(batch[name][i]) for name in batch}) for i in range(count)]
+        return {name: [r[name] for r in results] for name in results[0]} if results else {}
+
+
+def _plain(value):
+    """A numpy scalar from a Ray Data batch -> the Python value (bytes and str pass through)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (bytes, str)) else value
+
+
+def _resources(spec: Resources, ray) -> tuple[int, float, float, int | None, str]:
+    """(actors, gpus_per_actor, cpus_per_actor, torch_threads, device) for this cluster."""
+    cluster = ray.cluster_resources()
+    gpus = float(cluster.get("GPU", 0))
+    gpus_per_actor = spec.gpus_per_actor if spec.gpus_per_actor is not None else (1.0 if gpus >= 1 else 0.0)
+    if gpus_per_actor > 0:
+        if gpus < gpus_per_actor:
+            raise ValueError(f"--gpus-per-actor {gpus_per_actor:g} but the cluster has {gpus:g} GPUs")
+        cpus_per_actor = spec.cpus_per_actor if spec.cpus_per_actor is not None else 1.0
+        actors = spec.actors or max(1, int(gpus // gpus_per_actor))
+        return actors, gpus_per_actor, cpus_per_actor, spec.torch_threads, "cuda"
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    cpus_per_actor = spec.cpus_per_actor
+    if cpus_per_actor is None:
+        cpus_per_actor = max(0.5, min(4.0, node_cpus - spec.decode_cpus))
+    total_cpus = float(cluster.get("CPU", 1))
+    actors = spec.actors or max(1, int((total_cpus - spec.decode_cpus) // cpus_per_actor))
+    threads = spec.torch_threads or max(1, math.ceil(cpus_per_actor))
+    return actors, 0.0, cpus_per_actor, threads, "cpu"
+
+
+def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
+    """The Ray Dataset of accounting records for ``todo`` (lazy: nothing runs until iterated)."""
+    import ray.data
+
+    actors, gpus_per_actor, cpus_per_actor, threads, device = _resources(spec.resources, ray)
+    detection = spec.detection
+    if detection.device is None or (device == "cpu" and detection.device.startswith("cuda")):
+        detection = _replace(detection, device=device)
+    if detection.torch_threads is None and device == "cpu":
+        detection = _replace(detection, torch_threads=threads)
+    shards = _replace(spec.shards, keep_full_frames=detection.crops, max_side=detection.max_side,
+                      storage_options=spec.storage_options)
+
+    items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
+    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
+    dataset = dataset.flat_map(_PlanStage(shards), num_cpus=spec.resources.decode_cpus)
+    # One shard per block, so every shard of a long video is its own decode task.
+    dataset = dataset.repartition(target_num_rows_per_block=1)
+    dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus)
+    dataset = dataset.map_batches(
+        DetectActor,
+        fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+        num_gpus=gpus_per_actor,
+        num_cpus=cpus_per_actor,
+    )
+    return dataset
+
+
+def _replace(obj, **changes):
+    from dataclasses import replace
+
+    return replace(obj, **changes)
+
+
+# --------------------------------------------------------------------------- driver bookkeeping
+@dataclass
+class _VideoState:
+    """What the driver has heard about one video's chunks."""
+
+    item: VideoInput
+    num_shards: int | None = None
+    chunks_expected: dict = field(default_factory=dict)  # shard_number -> chunk count (once its last arrived)
+    chunks_seen: dict = field(default_factory=dict)  # shard_number -> set of chunk indices
+    error: str | None = None
+    frames_decoded: int = 0
+    frames_detected: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    frame_count: int = 0
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+
+    def add(self, record: dict) -> bool:
+        """Count one accounting record (a repeat is ignored); True if it was new."""
+        shard, chunk = int(record["shard_number"]), int(record["chunk_index"])
+        seen = self.chunks_seen.setdefault(shard, set())
+        if chunk in seen:
+            return False
+        seen.add(chunk)
+        self.num_shards = int(record["num_shards"])
+        if record["last_chunk"]:
+            self.chunks_expected[shard] = chunk + 1
+        if record["error"] and self.error is None:
+            self.error = str(record["error"])
+        self.frames_decoded += int(record["frames_read"])
+        self.frames_detected += int(record["frames_detected"])
+        self.faces += int(record["faces"])
+        self.seconds += float(record["seconds"])
+        if record["frame_count"]:
+            self.frame_count, self.fps = int(record["frame_count"]), float(record["fps"])
+            self.width, self.height = int(record["width"]), int(record["height"])
+        return True
+
+    @property
+    def complete(self) -> bool:
+        if self.num_shards is None or len(self.chunks_expected) < self.num_shards:
+            return False
+        return all(len(self.chunks_seen[s]) == n for s, n in self.chunks_expected.items())
+
+    def row(self) -> dict:
+        return {
+            "video": self.item.video,
+            "label": self.item.label,
+            "status": "error" if self.error else "ok",
+            "error": self.error,
+            "frames_decoded": self.frames_decoded,
+            "frames_detected": self.frames_detected,
+            "faces": self.faces,
+            "seconds": self.seconds,
+            "frame_count": self.frame_count,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "shards": self.num_shards or 0,
+        }
+
+
+class _VideoRows:
+    """Buffers finished videos' rows and writes them to DEST/videos in part files."""
+
+    def __init__(self, output: JobOutput, run_id: str):
+        self.output = output
+        self.run_id = run_id
+        self.pending: list[dict] = []
+        self.parts = 0
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.Table.from_pylist(self.pending, schema=VIDEO_SCHEMA)
+        self.output.write_table(table, VIDEOS, f"part-{self.run_id}-{self.parts:05d}.parquet")
+        self.parts += 1
+        self.pending = []
+
+
+def run_job(spec: JobSpec, ray=None) -> JobSummary:
+    """Run the job on the connected Ray cluster (``ray.init`` done by the caller) and summarise it."""
+    if ray is None:
+        import ray
+    started = time.perf_counter()
+    output = JobOutput(spec.output, spec.storage_options)
+    summary = JobSummary(output=output.url())
+    inputs = list_inputs(spec.sources, spec.storage_options)
+    summary.inputs = len(inputs)
+    output.check_options({**spec.detection.result_options(), **_sampling_options(spec.shards)}, spec.overwrite)
+    output.remove_temporaries()
+
+    finished = output.finished_videos()
+    todo = [item for item in inputs if finished.get(item.video) != "ok"]
+    summary.skipped = len(inputs) - len(todo)
+    # Leftovers of earlier runs of the inputs about to be done: old error rows, partial faces.
+    output.forget_videos({item.video for item in todo if item.video in finished})
+    output.remove_faces_of({video_key(item.video) for item in todo})
+    log.info("%d inputs, %d already done, %d to do; output %s", len(inputs), summary.skipped, len(todo), output.url())
+
+    states = {item.video: _VideoState(item) for item in todo}
+    rows = _VideoRows(output, run_id=time.strftime("%Y%m%d-%H%M%S") + f"-{int(started * 1000) % 100000:05d}")
+    failed_keys: set[str] = set()
+    last_flush = last_progress = time.perf_counter()
+    if todo:
+        dataset = build_dataset(spec, todo, ray)
+        for record in dataset.iter_rows():
+            state = states[record["video"]]
+            if not state.add(record) or not state.complete:
+                pass
+            elif state.error:
+                failed_keys.add(video_key(state.item.video))
+            else:
+                rows.add(state.row())
+                _count(summary, state)
+            now = time.perf_counter()
+            if now - last_flush >= spec.flush_seconds:
+                rows.flush()
+                last_flush = now
+            if now - last_progress >= spec.progress_seconds:
+                _log_progress(summary, states, now - started)
+                last_progress = now
+    # Every writer is done: drop the faces of failed videos, then record their rows.
+    rows.flush()
+    for state in states.values():
+        if not state.complete and state.error is None:
+            state.error = f"{state.item.video}: incomplete: some of its chunks never reported back"
+        if state.error:
+            failed_keys.add(video_key(state.item.video))
+    output.remove_faces_of(failed_keys)
+    for state in states.values():
+        if state.error:
+            rows.add(state.row())
+            _count(summary, state)
+            summary.errors.append(state.error)
+    rows.flush()
+    output.remove_temporaries()
+    output.ensure_readable_faces(spec.detection.crops)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _sampling_options(shards: ShardOptions) -> dict:
+    sampling = shards.sampling
+    return {"every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count}
+
+
+def _count(summary: JobSummary, state: _VideoState) -> None:
+    if state.error:
+        summary.failed += 1
+    else:
+        summary.ok += 1
+    summary.frames_decoded += state.frames_decoded
+    summary.frames_detected += state.frames_detected
+    summary.faces += state.faces
+
+
+def _log_progress(summary: JobSummary, states: dict, elapsed: float) -> None:
+    done = sum(1 for s in states.values() if s.complete)
+    frames = sum(s.frames_detected for s in states.values())
+    faces = sum(s.faces for s in states.values())
+    log.info(
+        "progress: %d/%d videos done, %d frames detected (%.2f frames/s), %d faces, %.0f s",
+        done, len(states), frames, frames / elapsed if elapsed > 0 else 0.0, faces, elapsed,
+    )
