@@ -1,0 +1,191 @@
+"""The offline job's pieces without Ray: shard planning, chunk decoding, the detection stage, DEST."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raydetect.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.job_output import FACE_SCHEMA, JobOutput, OutputError, chunk_file_name, video_key
+from raydetect.shards import ShardOptions, chunk_frames, decode_chunks, frame_indices, plan_shards
+from raydetect.video import FrameRange, Sampling, fit_max_side, probe
+
+CROWD = "street_crowd_24f_640x360.mp4"
+HAMILTON = "hamilton_45f_640x360.avi"
+FAST = dict(min_face_size=20, torch_threads=1)  # the crowd clip at 320 px: many faces, fast
+
+
+def _item(path, label=None):
+    return {"video": str(path), "label": label or "", "key": video_key(str(path))}
+
+
+def _records(path, options):
+    return [c for shard in plan_shards(_item(path), options) for c in decode_chunks(shard, options)]
+
+
+@pytest.fixture(scope="module")
+def detector_stage(tmp_path_factory):
+    """One detection stage for the module (loading the weights once)."""
+    dest = tmp_path_factory.mktemp("dest")
+    return ChunkDetector(DetectionOptions(**FAST), str(dest))
+
+
+def test_shards_cover_the_video_with_an_open_ended_last_one(data_dir):
+    shards = plan_shards(_item(data_dir / HAMILTON), ShardOptions(shard_frames=20))
+    assert [(s["start"], s["stop"]) for s in shards] == [(0, 20), (20, 40), (40, -1)]
+    assert {s["num_shards"] for s in shards} == {3} and [s["shard_number"] for s in shards] == [0, 1, 2]
+
+
+def test_k_frames_per_video_plans_only_the_shards_that_hold_them(data_dir):
+    shards = plan_shards(_item(data_dir / HAMILTON), ShardOptions(shard_frames=10, sampling=Sampling(count=2)))
+    # Two frames of 45, evenly spaced: 11 and 33, in shards [10, 20) and [30, 40).
+    assert [(s["start"], s["stop"]) for s in shards] == [(10, 20), (30, -1)]
+    records = [c for s in shards for c in decode_chunks(s, ShardOptions(shard_frames=10, sampling=Sampling(count=2)))]
+    assert [list(frame_indices(r)) for r in records] == [[11], [33]]
+
+
+def test_a_bad_input_plans_one_error_record(tmp_path):
+    (tmp_path / "x.mp4").write_text("no video here")
+    (record,) = plan_shards(_item(tmp_path / "x.mp4"), ShardOptions())
+    assert "not a readable video" in record["error"] and record["last_chunk"]
+    (passed_on,) = list(decode_chunks(record, ShardOptions()))
+    assert passed_on["error"] == record["error"]
+
+
+def test_chunks_respect_the_byte_limit_and_account_for_every_frame(data_dir):
+    frame_bytes = 360 * 640 * 3
+    options = ShardOptions(shard_frames=10, sampling=Sampling(every=2), chunk_bytes=2 * frame_bytes)
+    records = _records(data_dir / CROWD, options)
+    assert all(len(frame_indices(r)) <= 2 for r in records)
+    assert [i for r in records for i in frame_indices(r)] == list(range(0, 24, 2))
+    assert sum(r["frames_read"] for r in records) == 24
+    assert sum(r["last_chunk"] for r in records) == 3  # one per shard
+    first = records[0]
+    assert chunk_frames(first).shape == (2, 360, 640, 3) and chunk_frames(first).flags.writeable
+
+
+def test_records_hold_no_none_so_every_block_has_one_schema(data_dir, tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    good = _records(data_dir / CROWD, ShardOptions(shard_frames=12, sampling=Sampling(every=6)))
+    bad = _records(tmp_path / "bad.mp4", ShardOptions())
+    schemas = {pa.Table.from_pylist([r]).schema for r in good + bad}
+    assert len(schemas) == 1
+
+
+def test_decode_downscales_before_transfer_unless_crops_need_full_frames(data_dir):
+    small = _records(data_dir / CROWD, ShardOptions(sampling=Sampling(count=1), max_side=320))[0]
+    assert chunk_frames(small).shape[1:] == (180, 320, 3) and (small["scale_x"], small["scale_y"]) == (2.0, 2.0)
+    full = _records(data_dir / CROWD, ShardOptions(sampling=Sampling(count=1), max_side=320, keep_full_frames=True))[0]
+    assert chunk_frames(full).shape[1:] == (360, 640, 3) and full["scale_x"] == 1.0
+    assert (small["width"], small["height"]) == (640, 360)
+
+
+def test_a_truncated_video_yields_an_error_after_its_good_chunks(data_dir, tmp_path):
+    data = (data_dir / HAMILTON).read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
+    records = _records(tmp_path / "cut.avi", ShardOptions(shard_frames=100))
+    assert "truncated" in records[-1]["error"] and records[-1]["last_chunk"]
+    assert all(not r["error"] for r in records[:-1])
+
+
+def test_detection_maps_downscaled_boxes_back_to_original_pixels(data_dir, detector_stage, tmp_path):
+    path = data_dir / CROWD
+    (record,) = _records(path, ShardOptions(sampling=Sampling(count=1), max_side=320))
+    result = detector_stage.process(record)
+    assert result["faces"] > 0 and result["frames_detected"] == 1 and not result["error"]
+    table = pq.read_table(detector_stage.output.path("faces", chunk_file_name(record["key"], 0, 0)))
+    info = probe(str(path))
+    (frame,) = [f for f in FrameRange(str(path), 12, 13, Sampling().selector(info), info.fps)]
+    expected = detector_stage.detector.detect([fit_max_side(frame.image, 320)[0]])[0]
+    np.testing.assert_allclose(table.column("x1").to_numpy(), expected.boxes[:, 0] * 2, rtol=1e-6)
+    np.testing.assert_allclose(table.column("y2").to_numpy(), expected.boxes[:, 3] * 2, rtol=1e-6)
+    assert table.column("frame_index").to_pylist() == [12] * len(expected)
+    assert table.column("timestamp_s").to_pylist() == [12 / 25.0] * len(expected)
+    assert set(table.column("width").to_pylist()) == {640} and set(table.column("height").to_pylist()) == {360}
+    landmarks = np.array(table.column("landmarks").to_pylist())
+    np.testing.assert_allclose(landmarks, expected.landmarks.reshape(-1, 10) * 2, rtol=1e-6)
+
+
+def test_results_are_identical_whatever_the_batching(data_dir, tmp_path):
+    """One frame per forward pass or the whole chunk at once: the same faces, bit for bit."""
+    records = _records(data_dir / CROWD, ShardOptions(sampling=Sampling(every=4), max_side=320))
+    tables = {}
+    for name, budget in {"one-per-pass": {"max_images": 1}, "all-at-once": {"max_images": 64}}.items():
+        stage = ChunkDetector(DetectionOptions(**FAST, budget=budget), str(tmp_path / name))
+        for record in records:
+            stage.process(record)
+        assert stage.detector.controller.records[-1].images == (1 if name == "one-per-pass" else 6)
+        tables[name] = pd.read_parquet(tmp_path / name / "faces").sort_values(["frame_index", "face_index"])
+    pd.testing.assert_frame_equal(tables["one-per-pass"].reset_index(drop=True),
+                                  tables["all-at-once"].reset_index(drop=True))
+    assert len(tables["all-at-once"]) > 10
+
+
+def test_crops_are_jpegs_of_the_requested_size(data_dir, tmp_path):
+    import cv2
+
+    options = ShardOptions(sampling=Sampling(count=1), max_side=320, keep_full_frames=True)
+    (record,) = _records(data_dir / CROWD, options)
+    stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop_size=64), str(tmp_path))
+    assert stage.process(record)["faces"] > 0
+    table = pd.read_parquet(tmp_path / "faces")
+    for crop in table["crop"]:
+        assert cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
+    assert table["x2"].max() > 320  # boxes in pixels of the 640 x 360 original
+
+
+def test_a_chunk_without_faces_writes_no_file(detector_stage, tmp_path):
+    record = {
+        "video": "black.mp4", "label": "", "key": "k", "error": "", "shard_index": 0, "num_shards": 1,
+        "shard_number": 0, "chunk_index": 0, "last_chunk": True, "frames_read": 2, "frame_count": 2, "fps": 25.0,
+        "width": 64, "height": 48, "frame_height": 48, "frame_width": 64, "scale_x": 1.0, "scale_y": 1.0,
+        "frame_indices": np.arange(2, dtype=np.int64).tobytes(), "pixels": bytes(2 * 48 * 64 * 3), "seconds": 0.0,
+    }
+    stage = ChunkDetector(DetectionOptions(**FAST), str(tmp_path))
+    result = stage.process(record)
+    assert (result["frames_detected"], result["faces"], result["error"]) == (2, 0, "")
+    assert not (tmp_path / "faces").exists()
+
+
+# --------------------------------------------------------------------------- DEST
+def test_write_table_leaves_no_temporary_and_readers_skip_dot_files(tmp_path):
+    output = JobOutput(str(tmp_path))
+    output.write_table(FACE_SCHEMA.empty_table(), "faces", "a.parquet")
+    (tmp_path / "faces" / ".tmp-123-b.parquet").write_bytes(b"half a file")
+    assert sorted(p.name for p in (tmp_path / "faces").iterdir()) == [".tmp-123-b.parquet", "a.parquet"]
+    assert len(pd.read_parquet(tmp_path / "faces")) == 0  # the partial file is not read
+    output.remove_temporaries()
+    assert [p.name for p in (tmp_path / "faces").iterdir()] == ["a.parquet"]
+
+
+def test_options_are_recorded_and_a_mismatch_is_refused(tmp_path):
+    output = JobOutput(str(tmp_path))
+    output.check_options({"min_face_size": 20}, overwrite=False)
+    output.check_options({"min_face_size": 20}, overwrite=False)
+    with pytest.raises(OutputError, match="min_face_size"):
+        output.check_options({"min_face_size": 40}, overwrite=False)
+    output.write_table(FACE_SCHEMA.empty_table(), "faces", "a.parquet")
+    output.check_options({"min_face_size": 40}, overwrite=True)
+    assert not (tmp_path / "faces").exists()
+
+
+def test_finished_videos_and_forgetting_them(tmp_path):
+    from raydetect.job_output import VIDEO_SCHEMA
+
+    output = JobOutput(str(tmp_path))
+    rows = [{"video": v, "status": s} for v, s in (("a", "ok"), ("b", "error"), ("c", "ok"))]
+    output.write_table(pa.Table.from_pylist(rows, schema=VIDEO_SCHEMA), "videos", "part-1.parquet")
+    assert output.finished_videos() == {"a": "ok", "b": "error", "c": "ok"}
+    output.forget_videos({"b"})
+    assert output.finished_videos() == {"a": "ok", "c": "ok"}
+
+
+def test_remove_faces_of_keys(tmp_path):
+    output = JobOutput(str(tmp_path))
+    for key, shard in (("aaa", 0), ("aaa", 1), ("bbb", 0)):
+        output.write_face_chunk(FACE_SCHEMA.empty_table(), key, shard, 0)
+    assert output.remove_faces_of({"aaa"}) == 2
+    assert [p.name for p in (tmp_path / "faces").iterdir()] == [chunk_file_name("bbb", 0, 0)]
