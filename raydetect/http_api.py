@@ -22,7 +22,7 @@ import base64
 import collections
 import json
 import logging
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
 import numpy as np
 from fastapi import FastAPI
@@ -53,8 +53,15 @@ class DetectorClient(Protocol):
     async def ready(self) -> dict: ...
 
 
-def create_api(detector: DetectorClient, limits: RequestLimits, token: str | None = None) -> FastAPI:
-    """The ASGI app serving ``detector`` within ``limits``; ``token`` (if set) guards detection."""
+def create_api(
+    detector: DetectorClient, limits: RequestLimits | Callable[[], RequestLimits], token: str | None = None
+) -> FastAPI:
+    """The ASGI app serving ``detector`` within ``limits``; ``token`` (if set) guards detection.
+
+    ``limits`` may be a callable returning the limits in force, read at each request (the Serve
+    ingress changes them at runtime).
+    """
+    current_limits = limits if callable(limits) else (lambda: limits)
     app = FastAPI(title="raydetect", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestRejected)
@@ -81,6 +88,7 @@ def create_api(detector: DetectorClient, limits: RequestLimits, token: str | Non
 
     @app.post("/detect")
     async def detect(request: Request) -> JSONResponse:
+        limits = current_limits()
         check_bearer_token(request.headers.get("authorization"), token)
         params = parse_detect_params(request.query_params.multi_items())
         data, _ = await read_upload(
@@ -98,6 +106,7 @@ def create_api(detector: DetectorClient, limits: RequestLimits, token: str | Non
 
     @app.post("/detect/video")
     async def detect_video(request: Request) -> StreamingResponse:
+        limits = current_limits()
         check_bearer_token(request.headers.get("authorization"), token)
         params = parse_video_params(request.query_params.multi_items())
         data, _ = await read_upload(

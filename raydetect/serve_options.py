@@ -4,9 +4,9 @@ Flat so that the same names work everywhere: ``raydetect serve --max-batch-pixel
 ``serve run raydetect.serve:build_app max_batch_pixels=...`` (strings are converted), and
 the ``args`` of an application in a Serve config file. No Ray import here.
 
-Two subsets travel separately: :class:`BatchingConfig` is the detector deployment's
-``user_config`` (changed at runtime without restarting replicas) and :class:`RequestLimits`
-goes to the HTTP ingress.
+Two subsets travel separately, each as a deployment's ``user_config`` (changed at runtime,
+without restarting replicas, by ``serve deploy`` of an edited config): :class:`BatchingConfig`
+for the detector deployment and :class:`RequestLimits` for the HTTP ingress.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class BatchingConfig:
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """What the HTTP ingress accepts (bigger requests are refused with 413).
+    """What the HTTP ingress accepts (bigger requests are refused with 413); its ``user_config``.
 
     Attributes:
         max_image_bytes: body size of ``POST /detect``.
@@ -83,6 +83,14 @@ class RequestLimits:
             _require(_is_number(value) and value > 0, f"{name} must be a positive number, got {value!r}")
         _require(_is_number(self.crop_margin) and 0 <= self.crop_margin <= 4,
                  f"crop_margin must be in [0, 4], got {self.crop_margin!r}")
+
+    @classmethod
+    def from_user_config(cls, config: typing.Mapping | None) -> "RequestLimits":
+        """Validated limits from the ingress deployment's ``user_config``; unknown keys are an error."""
+        return _from_mapping(cls, config or {}, "user_config")
+
+    def to_user_config(self) -> dict:
+        return dataclasses.asdict(self)
 
     @property
     def max_image_pixels(self) -> int:
