@@ -19,7 +19,6 @@ faces of a failed video are removed. See :mod:`raydetect.job_output` for the lay
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -109,13 +108,14 @@ class JobSummary:
 
 # --------------------------------------------------------------------------- Ray stages
 class _PlanStage:
-    """Ray Data ``flat_map`` callable: one input row -> its shard rows."""
+    """Ray Data ``map_batches`` callable: input rows -> their shard rows (a pyarrow table)."""
 
     def __init__(self, options: ShardOptions):
         self.options = options
 
-    def __call__(self, row: dict) -> list[dict]:
-        return plan_shards(row, self.options)
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        shards = [shard for row in batch.to_pylist() for shard in plan_shards(row, self.options)]
+        return pa.Table.from_pylist(shards)
 
 
 class _DecodeStage:
@@ -156,13 +156,22 @@ def _resources(spec: Resources, ray) -> tuple[int, float, float, int | None, str
         cpus_per_actor = spec.cpus_per_actor if spec.cpus_per_actor is not None else 1.0
         actors = spec.actors or max(1, int(gpus // gpus_per_actor))
         return actors, gpus_per_actor, cpus_per_actor, spec.torch_threads, "cuda"
-    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    # CPU only. Planning tasks take 1 CPU (Ray's default, which lets the repartition fuse into
+    # them): actors must leave one CPU per node free or nothing upstream can ever run.
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1.0)
     cpus_per_actor = spec.cpus_per_actor
     if cpus_per_actor is None:
-        cpus_per_actor = max(0.5, min(4.0, node_cpus - spec.decode_cpus))
+        cpus_per_actor = max(0.5, min(4.0, node_cpus - 1.0))
+    if cpus_per_actor > node_cpus - min(1.0, spec.decode_cpus):
+        raise ValueError(
+            f"--cpus-per-actor {cpus_per_actor:g} leaves no CPU for decoding on nodes of {node_cpus:g} CPUs"
+        )
     total_cpus = float(cluster.get("CPU", 1))
-    actors = spec.actors or max(1, int((total_cpus - spec.decode_cpus) // cpus_per_actor))
-    threads = spec.torch_threads or max(1, math.ceil(cpus_per_actor))
+    actors = spec.actors or max(1, int((total_cpus - 1.0) // cpus_per_actor))
+    # Decoding costs a small fraction of detection, so an actor's threads may use the CPUs its
+    # node keeps for the decoders: the node's CPUs split between the actors it can hold.
+    per_node = max(1, min(actors, int(max(node_cpus - 1.0, cpus_per_actor) // cpus_per_actor)))
+    threads = spec.torch_threads or max(1, round(node_cpus / per_node))
     return actors, 0.0, cpus_per_actor, threads, "cpu"
 
 
@@ -181,8 +190,9 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
 
     items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
-    dataset = dataset.flat_map(_PlanStage(shards), num_cpus=spec.resources.decode_cpus)
-    # One shard per block, so every shard of a long video is its own decode task.
+    # One shard per block, so every shard of a long video is its own decode task. The repartition
+    # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
+    dataset = dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow")
     dataset = dataset.repartition(target_num_rows_per_block=1)
     dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus)
     dataset = dataset.map_batches(

@@ -62,39 +62,46 @@ def truncation_slack(frame_count: int) -> int:
 
 
 def plan_shards(item: dict, options: ShardOptions) -> list[dict]:
-    """The shards of one input ``{"video", "label", "key"}``; one error record if it cannot be probed."""
+    """The shards of one input ``{"video", "label", "key"}``; one shard carrying ``error`` if it
+    cannot be probed. Every shard has the same fields (see :func:`_shard`)."""
     base = {"video": item["video"], "label": item.get("label") or "", "key": item["key"]}
     try:
         info = probe(item["video"], options.storage_options)
     except VideoError as exc:
-        return [error_record(base, str(exc))]
+        return [_shard(base, str(exc))]
     except Exception as exc:  # an unexpected failure of one input must not stop the job
-        return [error_record(base, f"{item['video']}: cannot probe: {type(exc).__name__}: {exc}")]
+        return [_shard(base, f"{item['video']}: cannot probe: {type(exc).__name__}: {exc}")]
     selector = options.sampling.selector(info)
     count = max(1, math.ceil(info.frame_count / options.shard_frames))
     starts = [i * options.shard_frames for i in range(count)]
     if selector.last is not None:  # K evenly spaced frames: shards without one are not needed
         wanted = sorted(i for i in range(selector.last + 1) if selector.wants(i))
         starts = sorted({(i // options.shard_frames) * options.shard_frames for i in wanted}) or [0]
-    shards = []
-    for number, start in enumerate(starts):
-        last = start == starts[-1]
-        shards.append(
-            {
-                **base,
-                "error": "",
-                "shard_index": start // options.shard_frames,
-                "num_shards": len(starts),
-                "shard_number": number,
-                "start": start,
-                "stop": -1 if last else start + options.shard_frames,
-                "frame_count": info.frame_count,
-                "fps": info.fps,
-                "width": info.width,
-                "height": info.height,
-            }
+    return [
+        _shard(
+            base, "", start // options.shard_frames, len(starts), number, start,
+            -1 if start == starts[-1] else start + options.shard_frames, info,
         )
-    return shards
+        for number, start in enumerate(starts)
+    ]
+
+
+def _shard(base: dict, error: str, shard_index: int = 0, num_shards: int = 1, shard_number: int = 0,
+           start: int = 0, stop: int = -1, info: VideoInfo | None = None) -> dict:
+    """A shard: frames ``[start, stop)`` (``stop`` -1: to the end) of one video."""
+    return {
+        **base,
+        "error": error,
+        "shard_index": shard_index,
+        "num_shards": num_shards,
+        "shard_number": shard_number,
+        "start": start,
+        "stop": stop,
+        "frame_count": info.frame_count if info else 0,
+        "fps": info.fps if info else 0.0,
+        "width": info.width if info else 0,
+        "height": info.height if info else 0,
+    }
 
 
 def error_record(base: dict, message: str, **fields) -> dict:
@@ -124,8 +131,8 @@ def error_record(base: dict, message: str, **fields) -> dict:
 
 def decode_chunks(shard: dict, options: ShardOptions) -> Iterator[dict]:
     """Decode one shard and yield its chunks (see the module docstring); errors become a record."""
-    if shard.get("error"):
-        yield error_record(shard, shard["error"], num_shards=shard.get("num_shards", 1))
+    if shard["error"]:
+        yield error_record({k: shard[k] for k in ("video", "label", "key")}, shard["error"])
         return
     info = VideoInfo(shard["frame_count"], shard["fps"], shard["width"], shard["height"])
     selector = options.sampling.selector(info)

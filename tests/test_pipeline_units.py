@@ -47,12 +47,13 @@ def test_k_frames_per_video_plans_only_the_shards_that_hold_them(data_dir):
     assert [list(frame_indices(r)) for r in records] == [[11], [33]]
 
 
-def test_a_bad_input_plans_one_error_record(tmp_path):
+def test_a_bad_input_plans_one_error_shard(tmp_path, data_dir):
     (tmp_path / "x.mp4").write_text("no video here")
-    (record,) = plan_shards(_item(tmp_path / "x.mp4"), ShardOptions())
-    assert "not a readable video" in record["error"] and record["last_chunk"]
-    (passed_on,) = list(decode_chunks(record, ShardOptions()))
-    assert passed_on["error"] == record["error"]
+    (shard,) = plan_shards(_item(tmp_path / "x.mp4"), ShardOptions())
+    assert "not a readable video" in shard["error"] and shard["num_shards"] == 1
+    assert shard.keys() == plan_shards(_item(data_dir / CROWD), ShardOptions())[0].keys()
+    (passed_on,) = list(decode_chunks(shard, ShardOptions()))
+    assert passed_on["error"] == shard["error"] and passed_on["last_chunk"]
 
 
 def test_chunks_respect_the_byte_limit_and_account_for_every_frame(data_dir):
