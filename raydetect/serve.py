@@ -68,14 +68,18 @@ class FaceDetectorDeployment:
         Raises:
             InvalidImageError: the detector refused this image (others in its batch are unaffected).
         """
-        height, width = image.shape[:2]
-        # A request larger than the whole budget still runs (alone): Serve refuses items
-        # whose own size exceeds the batch limit.
-        cost = min(pyramid_pixels(height, width, min_face_size), self._batching.max_batch_pixels)
-        result = await self._detect_batch(DetectRequest(image, int(min_face_size), cost))
+        request = DetectRequest(image, int(min_face_size), self.request_cost(image, min_face_size))
+        result = await self._detect_batch(request)
         if isinstance(result, InvalidImageError):
             raise result
         return result
+
+    def request_cost(self, image: np.ndarray, min_face_size: int) -> int:
+        """A request's share of the batch budget: its P-Net pixels, capped at the budget so that
+        a request larger than the whole budget still runs (alone) instead of being refused by
+        Serve, which rejects items larger than the batch limit."""
+        height, width = image.shape[:2]
+        return min(pyramid_pixels(height, width, min_face_size), self._batching.max_batch_pixels)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_pixels,
