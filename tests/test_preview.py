@@ -15,6 +15,7 @@ from raydetect.commands.preview import read_face_rows
 from raydetect.crops import face_crops
 from raydetect.drawing import BOX_COLOR, contact_sheet, decode_jpeg, draw_boxes, draw_detections
 from raydetect.image_files import read_image
+from raydetect.job_output import face_schema
 from raydetect.results import Detections
 
 PHOTO = "dlib_faces/2007_007763.jpg"
@@ -74,7 +75,7 @@ def test_preview_image(data_dir, tmp_path, capsys):
 def test_preview_video_to_mp4(data_dir, tmp_path, capsys):
     output = tmp_path / "preview.mp4"
     argv = ["preview", str(data_dir / VIDEO), "-o", str(output), "--every", "15", "--max-frames", "3",
-            "--min-face-size", "60"]
+            "--min-face-size", "60", "--output-max-side", "320"]
     assert main(argv) == 0
     assert "3 frames" in capsys.readouterr().out
     capture = cv2.VideoCapture(str(output))
@@ -84,7 +85,7 @@ def test_preview_video_to_mp4(data_dir, tmp_path, capsys):
         if not ok:
             break
         frames.append(frame)
-    assert len(frames) == 3 and frames[0].shape == (360, 640, 3)
+    assert len(frames) == 3 and frames[0].shape == (180, 320, 3)  # drawn at half size
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(29.97 / 15, rel=0.01)
 
 
@@ -101,16 +102,19 @@ def _face_table(data_dir, path, with_crops=True):
     boxes = np.array(json.loads((data_dir / "dlib_faces" / "annotations.json").read_text())["images"]
                      ["2007_007763.jpg"], np.float32)
     boxes[:, 2:] += boxes[:, :2]
+    n = len(boxes)
     columns = {
-        "video": ["clips/a.mp4"] * len(boxes),
-        "frame_index": list(range(len(boxes))),
+        "video": ["clips/a.mp4"] * n, "label": [None] * n, "frame_index": list(range(n)),
+        "timestamp_s": [i / 25 for i in range(n)], "face_index": [0] * n,
         "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 2], "y2": boxes[:, 3],
-        "score": np.linspace(0.9, 0.99, len(boxes)),
+        "score": np.linspace(0.9, 0.99, n), "landmarks": [[0.0] * 10] * n,
+        "width": [image.shape[1]] * n, "height": [image.shape[0]] * n,
     }
     if with_crops:
         columns["crop"] = face_crops(image, boxes, size=96, margin=0.2)
-    pq.write_table(pa.table(columns), path)
-    return len(boxes)
+    # The offline job's own schema, so a renamed column there fails here.
+    pq.write_table(pa.table(columns, schema=face_schema(with_crops)), path)
+    return n
 
 
 def test_contact_sheet_from_face_table(data_dir, tmp_path, capsys):
@@ -144,6 +148,7 @@ def test_contact_sheet_from_face_table(data_dir, tmp_path, capsys):
          "not a readable Parquet"),
         (lambda d, t: (t / "bad.jpg").write_bytes(b"\xff\xd8junk") and t / "bad.jpg", "x.png", "not a decodable image"),
         (lambda d, t: d / VIDEO, "x.png --frame 999", "outside the video's 45 frames"),
+        (lambda d, t: d / VIDEO, "x.png --output-max-side 4", "--output-max-side must be at least 16"),
     ],
 )
 def test_preview_bad_input(data_dir, tmp_path, capsys, make, output, message):

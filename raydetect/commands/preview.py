@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", metavar="VIDEO_OR_IMAGE_OR_FACES", help="image, video, or faces Parquet (file or folder)")
     parser.add_argument("--output", "-o", required=True, help="PNG/JPEG picture or MP4/AVI video to write")
+    parser.add_argument(
+        "--output-max-side", type=int, default=None, metavar="PX",
+        help="shrink the drawn picture or video to at most PX on its longer side (detection runs at full size)",
+    )
     add_detector_arguments(parser)
     video = parser.add_argument_group("video input")
     video.add_argument("--every", type=int, default=1, help="draw every Nth frame (default 1)")
@@ -56,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         source, output = Path(args.input), Path(args.output)
         if not source.exists():
             raise PreviewError(f"input not found: {source}")
+        if args.output_max_side is not None and args.output_max_side < 16:
+            raise PreviewError(f"--output-max-side must be at least 16 pixels, got {args.output_max_side}")
         kind = input_kind(source)
         if kind == "faces":
             _require_suffix(output, PICTURE_SUFFIXES, "a contact sheet")
@@ -101,7 +107,7 @@ def preview_image(source: Path, output: Path, args: argparse.Namespace) -> int:
 
     image = read_image(source)
     detections = build_detector(args).detect([image])[0]
-    write_image(output, draw_detections(image, detections))
+    write_image(output, draw_detections(*_shrink(image, detections, args.output_max_side)))
     return len(detections)
 
 
@@ -125,7 +131,7 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
         if not frames:
             raise PreviewError(f"{source}: frame {args.frame} could not be decoded")
         detections = detector.detect([frames[0].image])[0]
-        picture = draw_detections(frames[0].image, detections)
+        picture = draw_detections(*_shrink(frames[0].image, detections, args.output_max_side))
         write_image(output, draw_caption(picture, f"frame {frames[0].index}: {len(detections)} faces"))
         return 1, len(detections)
 
@@ -133,7 +139,8 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
     frame_range = FrameRange(str(source), 0, stop, Sampling(every=args.every).selector(info), info.fps)
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if output.suffix.lower() == ".mp4" else "MJPG"))
     output.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(output), fourcc, max(info.fps / args.every, 1.0), (info.width, info.height))
+    size = _shrunk_size(info.height, info.width, args.output_max_side)
+    writer = cv2.VideoWriter(str(output), fourcc, max(info.fps / args.every, 1.0), (size[1], size[0]))
     if not writer.isOpened():
         raise PreviewError(f"cannot write video {output}")
     written = faces = 0
@@ -144,7 +151,8 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
                 batch.append(frame)
             if batch and (frame is None or len(batch) == args.batch):
                 for item, detections in zip(batch, detector.detect([f.image for f in batch])):
-                    picture = draw_caption(draw_detections(item.image, detections), f"frame {item.index}: {len(detections)} faces")
+                    picture = draw_detections(*_shrink(item.image, detections, args.output_max_side))
+                    picture = draw_caption(picture, f"frame {item.index}: {len(detections)} faces")
                     writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                     written += 1
                     faces += len(detections)
@@ -155,6 +163,24 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
         output.unlink(missing_ok=True)
         raise PreviewError(f"{source}: no frame decoded")
     return written, faces
+
+
+def _shrunk_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    factor = max_side / max(height, width)
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
+def _shrink(image, detections, max_side: int | None):
+    """(image, detections) shrunk together so the picture's longer side is at most ``max_side``."""
+    import cv2
+
+    height, width = _shrunk_size(image.shape[0], image.shape[1], max_side)
+    if (height, width) == image.shape[:2]:
+        return image, detections
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return small, detections.scaled(width / image.shape[1], height / image.shape[0])
 
 
 def write_contact_sheet(source: Path, output: Path, limit: int, columns: int, tile_size: int, order: str) -> int:
