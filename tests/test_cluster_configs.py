@@ -446,22 +446,41 @@ def test_rayservice_serve_config_matches_cluster_serve_yaml(rayservice):
     embedded = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     standalone = yaml.safe_load(SERVE_CONFIG.read_text())
     ServeDeploySchema.model_validate(embedded)
-    ServeDeploySchema.model_validate(standalone)
-    assert embedded["applications"] == standalone["applications"], (
-        "serveConfigV2 in cluster/kuberay/rayservice.yaml differs from cluster/serve.yaml"
-    )
+    assert embedded == standalone, "serveConfigV2 in cluster/kuberay/rayservice.yaml differs from cluster/serve.yaml"
 
 
-def test_rayservice_import_path_is_the_real_serve_application(rayservice):
+def test_rayservice_names_the_real_serve_application_and_deployments(rayservice):
     import importlib
 
     from ray.serve import Application
 
+    import raydetect.serve
+
     for application in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]:
+        assert application["import_path"] == "raydetect.serve:app"
         module_name, _, attribute = application["import_path"].partition(":")
-        assert (module_name, attribute) == ("raydetect.serve", "app")
-        target = getattr(importlib.import_module(module_name), attribute)
-        assert isinstance(target, Application) or callable(target), application["import_path"]
+        assert isinstance(getattr(importlib.import_module(module_name), attribute), Application)
+        names = {deployment["name"] for deployment in application.get("deployments", [])}
+        assert names <= {raydetect.serve.INGRESS_NAME, raydetect.serve.DETECTOR_NAME}, names
+
+
+def test_rayservice_gpu_workers_fit_the_detector_replicas(rayservice):
+    # A detector replica asking for more GPUs or CPUs than a GPU pod has would never be placed.
+    cluster = kuberay_cluster_spec(rayservice)
+    application = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]
+    import raydetect.serve
+
+    (detector,) = [d for d in application["deployments"] if d["name"] == raydetect.serve.DETECTOR_NAME]
+    wanted = detector["ray_actor_options"]
+    pods = [
+        container["resources"]["limits"]
+        for group in cluster["workerGroupSpecs"]
+        for container in pod_containers(group["template"])
+    ]
+    assert any(
+        int(limits.get("nvidia.com/gpu", 0)) >= wanted.get("num_gpus", 0) and int(limits["cpu"]) >= wanted.get("num_cpus", 1)
+        for limits in pods
+    ), (wanted, pods)
 
 
 def test_rayservice_api_token_comes_from_a_secret(rayservice):
