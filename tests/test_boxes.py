@@ -1,0 +1,86 @@
+"""Box operations of the cascade, each against a slow reference or a hand-computed case."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raydetect.mtcnn import boxes as box_ops
+from raydetect.mtcnn.resample import SummedAreaTables
+
+
+def test_pyramid_scales_follow_the_original_recurrence():
+    scales = box_ops.pyramid_scales(720, 1280, min_face_size=20, scale_factor=0.709)
+    assert scales[0] == pytest.approx(0.6)
+    assert all(b / a == pytest.approx(0.709) for a, b in zip(scales, scales[1:]))
+    assert 720 * scales[-1] >= 12 > 720 * scales[-1] * 0.709
+    assert box_ops.level_size(720, 1280, scales[0]) == (433, 769)
+
+
+def test_pyramid_is_empty_when_the_image_is_smaller_than_the_minimum_face():
+    assert box_ops.pyramid_scales(15, 400, min_face_size=20, scale_factor=0.709) == []
+
+
+def test_pnet_proposals_against_a_loop_over_cells():
+    gen = torch.Generator().manual_seed(0)
+    prob = torch.rand(2, 7, 9, generator=gen)
+    offsets = torch.randn(2, 4, 7, 9, generator=gen)
+    scale = 0.37
+    image_index, boxes, scores, box_offsets = box_ops.pnet_proposals(prob, offsets, scale, 0.6)
+    expected = []
+    for n in range(2):
+        for y in range(7):
+            for x in range(9):
+                if prob[n, y, x] >= 0.6:
+                    expected.append(
+                        (n, [math.floor((2 * x + 1) / scale), math.floor((2 * y + 1) / scale),
+                             math.floor((2 * x + 12) / scale), math.floor((2 * y + 12) / scale)],
+                         float(prob[n, y, x]), offsets[n, :, y, x].tolist())
+                    )
+    assert image_index.tolist() == [e[0] for e in expected]
+    assert boxes.tolist() == [e[1] for e in expected]
+    assert scores.tolist() == pytest.approx([e[2] for e in expected])
+    torch.testing.assert_close(box_offsets, torch.tensor([e[3] for e in expected]))
+
+
+def test_calibrate_and_square_by_hand():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    offsets = torch.tensor([[0.1, -0.1, 0.0, 0.5]])
+    assert box_ops.calibrate(boxes, offsets, inclusive=False).tolist() == [[12.0, 16.0, 30.0, 80.0]]
+    torch.testing.assert_close(box_ops.calibrate(boxes, offsets, inclusive=True), torch.tensor([[12.1, 15.9, 30.0, 80.5]]))
+    # 20 wide, 40 tall: a 40-pixel square around the same centre (20, 40).
+    assert box_ops.square(boxes).tolist() == [[0.0, 20.0, 40.0, 60.0]]
+
+
+def test_crop_regions_truncate_clip_and_flag_empty():
+    boxes = torch.tensor([[-5.7, 3.9, 20.2, 80.0], [50.0, 50.0, 60.0, 60.0], [-30.0, -30.0, -10.0, -10.0]])
+    regions, valid = box_ops.crop_regions(boxes, torch.tensor([40, 40, 40]), torch.tensor([30, 30, 30]))
+    # Box 0: x from trunc(-5.7)=-5 -> clipped to 1 (0-based 0) up to 20; y from 3 (0-based 2) to 40.
+    assert regions[0].tolist() == [0, 2, 20, 40]
+    assert valid.tolist() == [True, False, False]
+
+
+def test_landmarks_in_image_by_hand():
+    boxes = torch.tensor([[10.0, 20.0, 29.0, 59.0]])  # 20 x 40 inclusive
+    fractions = torch.tensor([[0.0, 0.5, 1.0, 0.25, 0.75, 0.0, 0.5, 1.0, 0.25, 0.75]])
+    points = box_ops.landmarks_in_image(boxes, fractions)
+    assert points.shape == (1, 5, 2)
+    assert points[0, :, 0].tolist() == [9.0, 19.0, 29.0, 14.0, 24.0]
+    assert points[0, :, 1].tolist() == [19.0, 39.0, 59.0, 29.0, 49.0]
+
+
+@pytest.mark.parametrize("size", [24, 48])
+def test_summed_area_resample_equals_area_interpolation(size):
+    rng = np.random.default_rng(0)
+    images = [torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((97, 131), (60, 45))]
+    tables = SummedAreaTables(images)
+    regions = torch.tensor([[0, 0, 131, 97], [10, 5, 37, 50], [3, 7, 4, 9], [0, 0, 45, 60], [20, 30, 45, 31]])
+    image_index = torch.tensor([0, 0, 0, 1, 1])
+    got = tables.resample(image_index, regions, size)
+    assert got.shape == (5, 3, size, size)
+    for k, (x0, y0, x1, y1) in enumerate(regions.tolist()):
+        crop = images[int(image_index[k])][y0:y1, x0:x1].permute(2, 0, 1)[None].float()
+        expected = F.interpolate(crop, size=(size, size), mode="area")[0]
+        torch.testing.assert_close(got[k], expected, rtol=0, atol=1e-3)
