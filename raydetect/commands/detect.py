@@ -189,7 +189,8 @@ def connect(address: str | None):
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
+        # "local": a new instance even when another one runs on this machine.
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
     return ray
 
 

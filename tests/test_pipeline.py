@@ -1,0 +1,238 @@
+"""The offline job end to end on the session's local Ray instance, on real video files.
+
+Every run uses the same detection options, so each can be compared with one unsharded reference
+run: sharding, a killed actor and S3 storage must not change a single face.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from raydetect.chunk_detection import DetectionOptions
+from raydetect.pipeline import JobSpec, Resources, run_job
+from raydetect.shards import ShardOptions
+from raydetect.video import Sampling
+
+CROWD = "street_crowd_24f_640x360.mp4"
+HAMILTON = "hamilton_45f_640x360.avi"
+DETECTION = DetectionOptions(min_face_size=30, max_side=320)
+SAMPLING = Sampling(every=3)  # crowd: 8 frames, hamilton: 15 frames
+# Fractional CPUs: the session's Ray has 4 logical CPUs on 2 cores (see GUIDE: no deadlock).
+RESOURCES = Resources(actors=1, cpus_per_actor=1, torch_threads=1)
+FACE_ORDER = ["video", "frame_index", "face_index"]
+
+
+def _spec(sources, output, shard_frames=1000, chunk_bytes=128 << 20, resources=RESOURCES, **kwargs):
+    return JobSpec(
+        sources=[str(s) for s in sources], output=str(output), detection=DETECTION,
+        shards=ShardOptions(shard_frames=shard_frames, sampling=SAMPLING, chunk_bytes=chunk_bytes),
+        resources=resources, **kwargs,
+    )
+
+
+def _faces(dest, storage_options=None) -> pd.DataFrame:
+    fs, path = fsspec.core.url_to_fs(f"{dest}/faces", **(storage_options or {}))
+    table = pq.read_table(path, filesystem=fs)
+    return table.to_pandas().sort_values(FACE_ORDER).reset_index(drop=True)
+
+
+def _videos(dest, storage_options=None) -> pd.DataFrame:
+    fs, path = fsspec.core.url_to_fs(f"{dest}/videos", **(storage_options or {}))
+    return pq.read_table(path, filesystem=fs).to_pandas().sort_values("video").reset_index(drop=True)
+
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, data_dir, tmp_path_factory):
+    """One shard per video, one chunk per shard: the run every other run must reproduce."""
+    dest = tmp_path_factory.mktemp("reference")
+    summary = run_job(_spec([data_dir / CROWD, data_dir / HAMILTON], dest))
+    assert summary.exit_status == 0, summary.text()
+    return dest, summary
+
+
+def test_reference_run_outputs(reference, data_dir):
+    dest, summary = reference
+    assert (summary.ok, summary.failed, summary.frames_detected) == (2, 0, 8 + 15)
+    faces, videos = _faces(dest), _videos(dest)
+    assert summary.faces == len(faces) > 10
+    assert list(videos["status"]) == ["ok", "ok"] and videos["error"].isna().all()
+    assert list(videos["frames_decoded"]) == [45, 24] and list(videos["frames_detected"]) == [15, 8]
+    assert videos.set_index("video")["faces"].to_dict() == faces.groupby("video").size().to_dict()
+    assert set(faces["frame_index"]) <= set(range(0, 45, 3))
+    np.testing.assert_allclose(faces["timestamp_s"], faces["frame_index"] / faces["video"].map(
+        {str(data_dir / CROWD): 25.0, str(data_dir / HAMILTON): 29.97}))
+    # Boxes are in pixels of the 640 x 360 originals although detection ran at 320 x 180.
+    assert faces["x2"].max() > 320
+    assert ((faces["x1"] + faces["x2"]) / 2).between(0, 640).all()
+    assert ((faces["y1"] + faces["y2"]) / 2).between(0, 360).all()
+    assert not any(name.startswith(".") for name in os.listdir(dest / "faces"))
+
+
+def test_sharded_run_equals_unsharded_run(reference, data_dir, tmp_path):
+    """Shards of 4 frames, one frame per chunk, two actors: the same frames, timestamps and faces."""
+    dest = tmp_path / "sharded"
+    spec = _spec([data_dir / CROWD, data_dir / HAMILTON], dest, shard_frames=4, chunk_bytes=1,
+                 resources=Resources(actors=2, cpus_per_actor=1, torch_threads=1))
+    summary = run_job(spec)
+    assert summary.exit_status == 0, summary.text()
+    pd.testing.assert_frame_equal(_faces(dest), _faces(reference[0]))
+    videos, expected = _videos(dest), _videos(reference[0])
+    assert list(videos["shards"]) == [12, 6]
+    columns = ["video", "status", "frames_decoded", "frames_detected", "faces", "frame_count", "width", "height"]
+    pd.testing.assert_frame_equal(videos[columns], expected[columns])
+
+
+def _detector_actors() -> list[dict]:
+    """Live detector actors of this session's Ray, read from the GCS. (The state API of
+    ``ray.util.state`` needs the dashboard, which the test session does not start.)"""
+    from ray._private import state
+
+    return [a for a in state.actors().values() if "DetectActor" in a["ActorClassName"] and a["State"] == "ALIVE"]
+
+
+def test_killed_detector_actor_is_replaced_and_its_chunks_redone_once(reference, data_dir, tmp_path):
+    """SIGKILL the detector actor's process mid-job: Ray restarts it, the job completes, no face twice."""
+    from ray._private import state
+
+    dest = tmp_path / "killed"
+    spec = _spec([data_dir / HAMILTON, data_dir / CROWD], dest, shard_frames=6, chunk_bytes=1)
+    outcome = {}
+    job = threading.Thread(target=lambda: outcome.update(summary=run_job(spec)))
+    job.start()
+    victim, deadline = None, time.monotonic() + 120
+    while victim is None and job.is_alive() and time.monotonic() < deadline:
+        faces_dir = dest / "faces"
+        written = [n for n in os.listdir(faces_dir) if not n.startswith(".")] if faces_dir.exists() else []
+        actors = _detector_actors()
+        if written and actors:
+            victim = actors[0]
+            files_at_kill = len(written)
+            os.kill(victim["Pid"], signal.SIGKILL)
+        time.sleep(0.05)
+    job.join(timeout=300)
+    assert victim is not None, "the job ended before a detector actor could be killed"
+    assert files_at_kill < 23, "the actor was killed after all its work was done"
+    summary = outcome["summary"]
+    assert summary.exit_status == 0, summary.text()
+    faces = _faces(dest)
+    assert not faces.duplicated(FACE_ORDER).any()
+    pd.testing.assert_frame_equal(faces, _faces(reference[0]))
+    assert summary.frames_detected == 23
+    assert state.actors()[victim["ActorID"]]["NumRestarts"] >= 1
+
+
+def test_bad_inputs_get_error_rows_and_every_good_input_completes(ray_session, data_dir, tmp_path, capsys):
+    """Through the CLI: exit 3, one clear error row per bad input, re-runs skip what is done."""
+    from raydetect.commands.detect import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    clip = (data_dir / HAMILTON).read_bytes()
+    (bad / "truncated.avi").write_bytes(clip[: len(clip) // 2])
+    (bad / "random.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 40_000, dtype=np.uint8).tobytes())
+    (bad / "notes.mp4").write_text("this is a text file\n")
+    (bad / "empty.mp4").write_bytes(b"")
+    import cv2
+
+    cv2.imwrite(str(bad / "photo.jpg"), np.zeros((64, 64, 3), np.uint8))
+    good = str(data_dir / CROWD)
+    sources = [good, str(bad / "*.*"), str(bad / "missing.mp4")]
+    dest = tmp_path / "out"
+    argv = [*sources, "--output", str(dest), "--min-face-size", "30", "--max-side", "320", "--every", "3",
+            "--actors", "1", "--cpus-per-actor", "1", "--threads-per-actor", "1", "--shard-frames", "10", "-q"]
+
+    assert main(argv) == 3
+    printed = capsys.readouterr().out
+    assert "inputs: 7 (1 ok, 6 failed, 0 already done)" in printed and f"output: {dest}/faces" in printed
+    videos = _videos(dest).set_index("video")
+    assert videos.loc[good, "status"] == "ok" and videos.loc[good, "frames_detected"] == 8
+    expected_errors = {
+        "truncated.avi": "truncated", "random.mp4": "not a readable video", "notes.mp4": "not a readable video",
+        "empty.mp4": "empty file", "photo.jpg": "still image", "missing.mp4": "no such file",
+    }
+    for name, message in expected_errors.items():
+        row = videos.loc[str(bad / name)]
+        assert row["status"] == "error" and message in row["error"] and str(bad / name) in row["error"], name
+    # The truncated video had good chunks before the cut: none of its faces are left behind.
+    faces = _faces(dest)
+    assert set(faces["video"]) == {good} and len(faces) == videos.loc[good, "faces"]
+
+    # A re-run skips the finished input and retries the failed ones, adding no row twice.
+    before = sorted(os.listdir(dest / "faces"))
+    assert main(argv) == 3
+    assert "(1 ok" not in capsys.readouterr().out
+    assert len(_videos(dest)) == 7 and sorted(os.listdir(dest / "faces")) == before
+    pd.testing.assert_frame_equal(_faces(dest), faces)
+
+    # Other options into the same DEST are refused; --overwrite redoes everything.
+    assert main([*argv, "--min-face-size", "40"]) == 2
+    assert "other options (min_face_size); use --overwrite" in capsys.readouterr().err
+    assert main([good, *argv[len(sources):], "--overwrite"]) == 0
+    assert list(_videos(dest)["video"]) == [good]
+    pd.testing.assert_frame_equal(_faces(dest), faces)
+
+
+def test_s3_in_and_out_on_a_real_s3_server(reference, s3_server, data_dir):
+    """Videos read from and results written to s3:// through s3fs against moto's server."""
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("pipeline-bucket")
+    for name in (CROWD, HAMILTON):
+        fs.pipe(f"pipeline-bucket/videos/{name}", (data_dir / name).read_bytes())
+    dest = "s3://pipeline-bucket/results/run-1"
+    summary = run_job(_spec(["s3://pipeline-bucket/videos/"], dest, storage_options=s3_server))
+    assert summary.exit_status == 0, summary.text()
+    faces = _faces(dest, s3_server)
+    expected = _faces(reference[0])
+    expected["video"] = expected["video"].map(lambda v: "s3://pipeline-bucket/videos/" + os.path.basename(v))
+    pd.testing.assert_frame_equal(faces.sort_values(FACE_ORDER).reset_index(drop=True),
+                                  expected.sort_values(FACE_ORDER).reset_index(drop=True))
+    assert set(_videos(dest, s3_server)["status"]) == {"ok"}
+    assert not [p for p in fs.find("pipeline-bucket/results") if "/.tmp-" in p]
+    # A second run finds both done without decoding anything.
+    again = run_job(_spec(["s3://pipeline-bucket/videos/"], dest, storage_options=s3_server))
+    assert (again.skipped, again.frames_decoded) == (2, 0)
+
+
+def test_outputs_read_without_ray(reference):
+    """Plain Parquet types: pandas and pyarrow read DEST in a process where Ray cannot be imported."""
+    dest = reference[0]
+    script = (
+        "import sys; sys.modules['ray'] = None\n"
+        "import pandas as pd, pyarrow.parquet as pq\n"
+        f"faces = pq.read_table({str(dest / 'faces')!r})\n"
+        f"videos = pd.read_parquet({str(dest / 'videos')!r})\n"
+        "print(faces.schema.to_string(show_schema_metadata=False))\n"
+        "print(len(faces), len(videos), pd.read_parquet(" + repr(str(dest / "faces")) + ").landmarks.iloc[0].size)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    schema = result.stdout
+    for field in ("video: string", "frame_index: int64", "timestamp_s: double", "x1: float", "score: float",
+                  "landmarks: list<element: float>", "width: int32", "height: int32"):
+        assert field in schema, field
+    assert result.stdout.strip().endswith(f"{reference[1].faces} 2 10")
+
+
+def test_without_source_the_quickstart_uses_the_bundled_sample():
+    from raydetect.commands.detect import QUICKSTART_OUTPUT, add_arguments, job_spec
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    spec = job_spec(parser.parse_args([]))
+    assert spec.output == QUICKSTART_OUTPUT and spec.sources[0].endswith("raydetect/data/sample.mp4")
+    assert os.path.getsize(spec.sources[0]) > 100_000
+    with pytest.raises(ValueError, match="--output"):
+        job_spec(parser.parse_args(["some.mp4"]))
