@@ -547,3 +547,20 @@ def test_documented_files_exist():
         for token in shlex.split(line, comments=True):
             if re.fullmatch(r"(cluster|jobs|docs|benchmarks)/[\w./-]+\.(ya?ml|py|md)", token):
                 assert (REPO / token).is_file(), f"docs/cluster.md names {token}, which does not exist"
+
+
+# ----------------------------------------------------------------------------------------- image
+
+
+def test_image_copies_only_paths_that_exist_and_installs_a_real_extra():
+    dockerfile = DOCKERFILE.read_text()
+    for line in re.findall(r"^COPY\s+(.+)$", dockerfile, re.MULTILINE):
+        sources = [token for token in line.split()[:-1] if not token.startswith("--")]
+        for source in sources:
+            assert (REPO / source).exists(), f"cluster/Dockerfile copies {source}, which does not exist"
+    extras = set(_pyproject()["project"]["optional-dependencies"])
+    installed = re.findall(r"\[([\w,]+)\]", " ".join(re.findall(r"pip install[^\n]*", dockerfile)))
+    installed += re.findall(r"raydetect\[([\w,]+)\]", AWS_CONFIG.read_text())
+    assert installed, "neither the image nor the launcher installs the project with its s3 extra"
+    for group in installed:
+        assert set(group.split(",")) <= extras, f"pyproject.toml has no extra {group!r}"
