@@ -51,11 +51,12 @@ class UploadedClip:
     I/O and probing: call it from a worker thread in async code.
 
     Raises:
-        RequestRejected: 400 for something that is not a readable video, 413 for a clip over
-            the frame or frame-size limits.
+        RequestRejected: 400 for something that is not a readable video or has frames under
+            12 pixels a side, 413 for a clip over the frame or frame-size limits.
     """
 
     def __init__(self, data: bytes, max_frames: int, max_frame_pixels: int):
+        from raydetect.images import MIN_SIDE
         from raydetect.video import VideoError, probe
 
         container = sniff_container(data)
@@ -72,6 +73,11 @@ class UploadedClip:
                 reason = str(exc).replace(f"{self.path}: ", "")
                 raise RequestRejected(400, f"could not read the video: {reason}") from None
             pixels = self.info.width * self.info.height
+            if min(self.info.width, self.info.height) < MIN_SIDE:
+                raise RequestRejected(
+                    400, f"video frames are {self.info.width}x{self.info.height}, smaller than the "
+                    f"detector's {MIN_SIDE}-pixel window"
+                )
             if pixels > max_frame_pixels:
                 raise RequestRejected(
                     413,

@@ -12,13 +12,14 @@ One application, three ways to run it:
 decoded images to ``FaceDetector``. ``FaceDetector`` gathers concurrent requests with
 ``@serve.batch``: a batch is bounded by a budget of P-Net pixels (``batch_size_fn``), not a
 request count, and the budget and the wait timeout are its ``user_config``, applied by
-``reconfigure`` without restarting replicas. Inside a batch, requests are grouped by their
-parameters (``min_face_size``) and each group runs in one ``FaceDetector.detect`` call.
+``reconfigure`` without restarting replicas. Batches that close while the detector is busy
+are merged into its next run, within the same budget (:mod:`raydetect.batch_merger`). Inside
+a run, requests are grouped by their parameters (``min_face_size``) and each group runs in
+one ``FaceDetector.detect`` call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import typing
 
@@ -26,6 +27,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from raydetect.batch_merger import BatchMerger
 from raydetect.detector_pool import DetectorPool, DetectRequest, pyramid_pixels, total_cost
 from raydetect.errors import InvalidImageError
 from raydetect.http_api import create_api
@@ -36,6 +38,7 @@ from raydetect.serve_options import TOKEN_ENV, BatchingConfig, RequestLimits, Se
 INGRESS_NAME = "FaceAPI"
 DETECTOR_NAME = "FaceDetector"
 _DEFAULT_BATCHING = BatchingConfig()
+MAX_QUEUED_BATCHES = 32
 
 
 class FaceDetectorDeployment:
@@ -55,6 +58,8 @@ class FaceDetectorDeployment:
         self._pool = DetectorPool(build, max_detectors=max_detectors)
         self._pool.detector(20)  # load the weights now: the replica is ready only once this works
         self._batching = _DEFAULT_BATCHING
+        self._merger = BatchMerger(self._pool.run, cost=lambda r: r.cost, budget=lambda: self._batching.max_batch_pixels)
+        self._serve_batches = 0
 
     def reconfigure(self, user_config: dict | None) -> None:
         """Apply a new batching config (Serve calls this at start and on each config change)."""
@@ -85,11 +90,13 @@ class FaceDetectorDeployment:
         max_batch_size=_DEFAULT_BATCHING.max_batch_pixels,
         batch_wait_timeout_s=_DEFAULT_BATCHING.batch_wait_timeout_s,
         batch_size_fn=total_cost,
+        # Serve hands over each batch as soon as it closes; these wait in the merger, which
+        # runs one at a time and merges those that queued meanwhile (up to the budget).
+        max_concurrent_batches=MAX_QUEUED_BATCHES,
     )
     async def _detect_batch(self, requests: list[DetectRequest]) -> list[Detections | InvalidImageError]:
-        # The detector blocks for the whole batch: run it off the event loop so requests keep
-        # arriving (and forming the next batch) meanwhile.
-        return await asyncio.to_thread(self._pool.run, requests)
+        self._serve_batches += 1
+        return await self._merger.submit(requests)
 
     def run_batch(self, requests: list[DetectRequest]) -> list[Detections | InvalidImageError]:
         """What one batch does, without Serve's queue (for tests and tools)."""
@@ -99,11 +106,12 @@ class FaceDetectorDeployment:
         return self._batching
 
     async def ready(self) -> dict:
-        return {"batching": self._batching.to_user_config(), "detector": self._pool.stats()}
+        return {"batching": self._batching.to_user_config(), "detector": self.stats()}
 
     def stats(self) -> dict:
-        """Counters of this replica: batches, parameter groups, images, largest batch."""
-        return self._pool.stats()
+        """Counters of this replica: detector runs (``batches``) and the Serve batches merged into
+        them (``serve_batches``), parameter groups, images, largest run (images)."""
+        return {**self._pool.stats(), "serve_batches": self._serve_batches}
 
 
 class FaceAPIIngress:

@@ -260,16 +260,22 @@ def test_video_refusals(base_url, data_dir, obama_jpeg):
     assert ok.status_code == 200, ok.text
 
 
-def test_video_frame_limit(base_url):
-    # 90 frames > the limit of 60: refused from the container's count before decoding.
+def synthetic_avi(frames: int, width: int, height: int) -> bytes:
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".avi") as file:
-        writer = cv2.VideoWriter(file.name, cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
-        for i in range(90):
-            writer.write(np.full((48, 64, 3), i, np.uint8))
+        writer = cv2.VideoWriter(file.name, cv2.VideoWriter_fourcc(*"MJPG"), 30, (width, height))
+        for i in range(frames):
+            writer.write(np.full((height, width, 3), i, np.uint8))
         writer.release()
-        data = open(file.name, "rb").read()
-    response = requests.post(f"{base_url}/detect/video", data=data, timeout=30,
-                             headers={**AUTH, "Content-Type": "video/x-msvideo"})
+        return open(file.name, "rb").read()
+
+
+def test_video_frame_limits(base_url):
+    url = f"{base_url}/detect/video"
+    headers = {**AUTH, "Content-Type": "video/x-msvideo"}
+    # 90 frames > the limit of 60: refused from the container's count before decoding.
+    response = requests.post(url, data=synthetic_avi(90, 64, 48), headers=headers, timeout=30)
     assert_error(response, 413, "clip has 90 frames; the limit is 60")
+    response = requests.post(url, data=synthetic_avi(5, 64, 8), headers=headers, timeout=30)
+    assert_error(response, 400, "64x8, smaller than the detector's 12-pixel window")

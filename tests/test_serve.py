@@ -141,6 +141,14 @@ def test_detect_equals_detector(serve_url, photos, local):
     assert body["faces"] and all(face["crop"] for face in body["faces"])
 
 
+def test_detector_refusal_crosses_the_handle(detector_handle):
+    # The ingress checks images first; this is the detector deployment's own answer, through Ray.
+    from raydetect.errors import InvalidImageError
+
+    with pytest.raises(InvalidImageError, match="12-pixel window"):
+        detector_handle.detect.remote(np.zeros((5, 5, 3), np.uint8), 20).result()
+
+
 def test_token_enforced_by_the_deployment(serve_url, photos):
     response = requests.post(f"{serve_url}/detect", data=photos["obama-240p.jpg"], timeout=30,
                              headers={"Content-Type": "image/jpeg"})
