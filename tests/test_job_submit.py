@@ -60,7 +60,8 @@ class LocalHead:
 
     def stop(self) -> list[int]:
         """End every process this head started; returns the PIDs that survived (none, normally)."""
-        survivors = end_processes(self.session_id, self.temp_dir)
+        # Some of Ray's daemons take their time over SIGTERM; a throwaway head needs no clean exit.
+        survivors = end_processes(self.session_id, self.temp_dir, grace_s=3.0)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         return survivors
 

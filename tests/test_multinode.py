@@ -46,7 +46,7 @@ def scenario(data_dir):
     except subprocess.TimeoutExpired:
         output = "scenario timed out"
     finally:
-        survivors = end_processes(process.pid, str(workdir / "ray"))
+        survivors = end_processes(process.pid, str(workdir / "ray"), grace_s=3.0)
     report_path = workdir / "report.json"
     if process.returncode != 0 or not report_path.is_file():
         pytest.fail(f"multi-node scenario failed ({process.returncode}):\n{output[-6000:]}")
