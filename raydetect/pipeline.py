@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from raydetect.chunk_detection import ChunkDetector, DetectionOptions
 from raydetect.job_output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
-from raydetect.shards import ShardOptions, decode_chunks, plan_shards
+from raydetect.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
 from raydetect.sources import VideoInput, list_inputs
 
 log = logging.getLogger("raydetect.pipeline")
@@ -186,7 +186,8 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     if detection.torch_threads is None and device == "cpu":
         detection = _replace(detection, torch_threads=threads)
     shards = _replace(spec.shards, keep_full_frames=detection.crops, max_side=detection.max_side,
-                      storage_options=spec.storage_options)
+                      storage_options=spec.storage_options,
+                      chunk_bytes=spec.shards.chunk_bytes or CHUNK_BYTES[device])
 
     items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
@@ -320,34 +321,31 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
 
     states = {item.video: _VideoState(item) for item in todo}
     rows = _VideoRows(output, run_id=time.strftime("%Y%m%d-%H%M%S") + f"-{int(started * 1000) % 100000:05d}")
-    failed_keys: set[str] = set()
     last_flush = last_progress = time.perf_counter()
     if todo:
         dataset = build_dataset(spec, todo, ray)
-        for record in dataset.iter_rows():
-            state = states[record["video"]]
-            if not state.add(record) or not state.complete:
-                pass
-            elif state.error:
-                failed_keys.add(video_key(state.item.video))
-            else:
-                rows.add(state.row())
-                _count(summary, state)
-            now = time.perf_counter()
-            if now - last_flush >= spec.flush_seconds:
-                rows.flush()
-                last_flush = now
-            if now - last_progress >= spec.progress_seconds:
-                _log_progress(summary, states, now - started)
-                last_progress = now
+        try:
+            for record in dataset.iter_rows():
+                state = states[record["video"]]
+                if state.add(record) and state.complete and not state.error:
+                    rows.add(state.row())
+                    _count(summary, state)
+                now = time.perf_counter()
+                if now - last_flush >= spec.flush_seconds:
+                    rows.flush()
+                    last_flush = now
+                if now - last_progress >= spec.progress_seconds:
+                    _log_progress(states, now - started)
+                    last_progress = now
+        except BaseException:
+            rows.flush()  # keep what finished: a re-run skips it
+            raise
     # Every writer is done: drop the faces of failed videos, then record their rows.
     rows.flush()
     for state in states.values():
         if not state.complete and state.error is None:
             state.error = f"{state.item.video}: incomplete: some of its chunks never reported back"
-        if state.error:
-            failed_keys.add(video_key(state.item.video))
-    output.remove_faces_of(failed_keys)
+    output.remove_faces_of({video_key(s.item.video) for s in states.values() if s.error})
     for state in states.values():
         if state.error:
             rows.add(state.row())
@@ -375,7 +373,7 @@ def _count(summary: JobSummary, state: _VideoState) -> None:
     summary.faces += state.faces
 
 
-def _log_progress(summary: JobSummary, states: dict, elapsed: float) -> None:
+def _log_progress(states: dict, elapsed: float) -> None:
     done = sum(1 for s in states.values() if s.complete)
     frames = sum(s.frames_detected for s in states.values())
     faces = sum(s.faces for s in states.values())

@@ -35,7 +35,8 @@ class ShardOptions:
         max_side: downscale frames so their longer side is at most this (None: keep).
         keep_full_frames: ship full-resolution frames (crops are cut from them) and let the
             detector side downscale; otherwise frames are downscaled here, before transfer.
-        chunk_bytes: raw RGB bytes of frames per chunk at most (at least one frame).
+        chunk_bytes: raw RGB bytes of frames per chunk at most (at least one frame); None: the
+            pipeline picks by device (:data:`CHUNK_BYTES`).
         storage_options: fsspec filesystem keyword arguments for URLs.
     """
 
@@ -43,7 +44,7 @@ class ShardOptions:
     sampling: Sampling = field(default_factory=Sampling)
     max_side: int | None = None
     keep_full_frames: bool = False
-    chunk_bytes: int = 128 << 20
+    chunk_bytes: int | None = None
     storage_options: dict | None = None
 
     def __post_init__(self) -> None:
@@ -51,8 +52,13 @@ class ShardOptions:
             raise ValueError(f"shard_frames must be >= 1, got {self.shard_frames}")
         if self.max_side is not None and self.max_side < 12:
             raise ValueError(f"max_side must be at least 12 pixels, got {self.max_side}")
-        if self.chunk_bytes < 1:
+        if self.chunk_bytes is not None and self.chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be >= 1, got {self.chunk_bytes}")
+
+
+# Frames handed to a detector at once: a GPU pass takes dozens of full-HD frames within its budget,
+# a CPU actor does better with small chunks that spread over actors and report progress often.
+CHUNK_BYTES = {"cuda": 256 << 20, "cpu": 32 << 20}
 
 
 def truncation_slack(frame_count: int) -> int:
@@ -179,8 +185,8 @@ def decode_chunks(shard: dict, options: ShardOptions) -> Iterator[dict]:
                        **{k: shard[k] for k in ("frame_count", "fps", "width", "height")})
 
 
-def _full(buffered: list[np.ndarray], image: np.ndarray, chunk_bytes: int) -> bool:
-    return (len(buffered) + 1) * image.nbytes > chunk_bytes
+def _full(buffered: list[np.ndarray], image: np.ndarray, chunk_bytes: int | None) -> bool:
+    return (len(buffered) + 1) * image.nbytes > (chunk_bytes or CHUNK_BYTES["cpu"])
 
 
 def _chunk(shard, position, chunk_index, images, indices, scale, size, frames_read, seconds, last) -> dict:

@@ -148,7 +148,9 @@ def test_bad_inputs_get_error_rows_and_every_good_input_completes(ray_session, d
 
     cv2.imwrite(str(bad / "photo.jpg"), np.zeros((64, 64, 3), np.uint8))
     good = str(data_dir / CROWD)
-    sources = [good, str(bad / "*.*"), str(bad / "missing.mp4")]
+    (tmp_path / "labels.csv").write_text(f"path,label\n{good},REAL\n{bad / 'missing.mp4'},FAKE\n")
+    (tmp_path / "good.csv").write_text(f"path,label\n{good},REAL\n")
+    sources = [str(tmp_path / "labels.csv"), str(bad / "*.*")]
     dest = tmp_path / "out"
     argv = [*sources, "--output", str(dest), "--min-face-size", "30", "--max-side", "320", "--every", "3",
             "--actors", "1", "--cpus-per-actor", "1", "--threads-per-actor", "1", "--shard-frames", "10", "-q"]
@@ -158,6 +160,7 @@ def test_bad_inputs_get_error_rows_and_every_good_input_completes(ray_session, d
     assert "inputs: 7 (1 ok, 6 failed, 0 already done)" in printed and f"output: {dest}/faces" in printed
     videos = _videos(dest).set_index("video")
     assert videos.loc[good, "status"] == "ok" and videos.loc[good, "frames_detected"] == 8
+    assert videos.loc[good, "label"] == "REAL" and videos.loc[str(bad / "missing.mp4"), "label"] == "FAKE"
     expected_errors = {
         "truncated.avi": "truncated", "random.mp4": "not a readable video", "notes.mp4": "not a readable video",
         "empty.mp4": "empty file", "photo.jpg": "still image", "missing.mp4": "no such file",
@@ -168,6 +171,7 @@ def test_bad_inputs_get_error_rows_and_every_good_input_completes(ray_session, d
     # The truncated video had good chunks before the cut: none of its faces are left behind.
     faces = _faces(dest)
     assert set(faces["video"]) == {good} and len(faces) == videos.loc[good, "faces"]
+    assert set(faces["label"]) == {"REAL"}
 
     # A re-run skips the finished input and retries the failed ones, adding no row twice.
     before = sorted(os.listdir(dest / "faces"))
@@ -179,7 +183,7 @@ def test_bad_inputs_get_error_rows_and_every_good_input_completes(ray_session, d
     # Other options into the same DEST are refused; --overwrite redoes everything.
     assert main([*argv, "--min-face-size", "40"]) == 2
     assert "other options (min_face_size); use --overwrite" in capsys.readouterr().err
-    assert main([good, *argv[len(sources):], "--overwrite"]) == 0
+    assert main([str(tmp_path / "good.csv"), *argv[len(sources):], "--overwrite"]) == 0
     assert list(_videos(dest)["video"]) == [good]
     pd.testing.assert_frame_equal(_faces(dest), faces)
 

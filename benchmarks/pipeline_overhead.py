@@ -1,0 +1,112 @@
+"""Pipeline overhead: the Ray Data job's frames per second against a plain loop of FaceDetector.
+
+The baseline decodes the same sampled frames into memory first and then times only
+``FaceDetector.detect`` over each video's frames (one call per video; the detector's own
+controller splits it into micro-batches), in this process, with the same torch thread count the
+pipeline's actor gets. The pipeline is timed end to end: listing, probing, decoding, detection,
+writing Parquet, with Ray already started (a cluster outlives one job). Runs alternate
+(baseline, pipeline, baseline, ...) so both see the same machine load; medians are reported.
+
+    python benchmarks/pipeline_overhead.py --videos ../shared/data/videos --every 10 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback only
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from raydetect.chunk_detection import DetectionOptions  # noqa: E402
+from raydetect.pipeline import JobSpec, Resources, run_job  # noqa: E402
+from raydetect.shards import ShardOptions  # noqa: E402
+from raydetect.sources import list_inputs  # noqa: E402
+from raydetect.video import FrameRange, Sampling, probe  # noqa: E402
+
+
+def decode_all(videos: list[str], sampling: Sampling) -> dict[str, list]:
+    frames = {}
+    for video in videos:
+        info = probe(video)
+        frames[video] = [f.image for f in FrameRange(video, 0, None, sampling.selector(info), info.fps)]
+    return frames
+
+
+def run_baseline(frames: dict[str, list], min_face_size: float, threads: int) -> tuple[float, int, int]:
+    """(seconds, frames, faces) of a plain loop of FaceDetector over the decoded frames."""
+    import torch
+
+    from raydetect.detector import FaceDetector
+
+    torch.set_num_threads(threads)
+    detector = FaceDetector(min_face_size=min_face_size, device="cpu")
+    detector.detect([next(iter(frames.values()))[0]])  # warm-up: first-call allocations
+    started = time.perf_counter()
+    faces = sum(len(d) for video_frames in frames.values() for d in detector.detect(video_frames))
+    return time.perf_counter() - started, sum(len(f) for f in frames.values()), faces
+
+
+def run_pipeline(videos: list[str], sampling: Sampling, min_face_size: float, actors: int | None,
+                 threads: int | None) -> tuple[float, int, int]:
+    with tempfile.TemporaryDirectory() as dest:
+        spec = JobSpec(
+            sources=videos, output=dest, detection=DetectionOptions(min_face_size=min_face_size),
+            shards=ShardOptions(sampling=sampling), resources=Resources(actors=actors, torch_threads=threads),
+        )
+        started = time.perf_counter()
+        summary = run_job(spec)
+        seconds = time.perf_counter() - started
+    if summary.exit_status != 0:
+        raise SystemExit(summary.text())
+    return seconds, summary.frames_detected, summary.faces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", default="../shared/data/videos", help="folder, glob or manifest of videos")
+    parser.add_argument("--every", type=int, default=10, help="detect every Nth frame (default 10)")
+    parser.add_argument("--min-face-size", type=float, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    parser.add_argument("--actors", type=int, default=None, help="pipeline actors (default: the job's own choice)")
+    args = parser.parse_args()
+
+    import ray
+    from ray.data import DataContext
+
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    DataContext.get_current().enable_progress_bars = False
+    videos = [item.video for item in list_inputs([args.videos])]
+    sampling = Sampling(every=args.every)
+    frames = decode_all(videos, sampling)
+    print(f"{len(videos)} videos, {sum(len(f) for f in frames.values())} sampled frames (every {args.every}), "
+          f"min_face_size {args.min_face_size:g}, {os.cpu_count()} cores, torch threads {args.threads}")
+
+    baseline, pipeline = [], []
+    for repeat in range(args.repeats):
+        b_seconds, b_frames, b_faces = run_baseline(frames, args.min_face_size, args.threads)
+        p_seconds, p_frames, p_faces = run_pipeline(videos, sampling, args.min_face_size, args.actors, None)
+        if (b_frames, b_faces) != (p_frames, p_faces):
+            raise SystemExit(f"results differ: baseline {b_frames} frames {b_faces} faces, "
+                             f"pipeline {p_frames} frames {p_faces} faces")
+        baseline.append(b_frames / b_seconds)
+        pipeline.append(p_frames / p_seconds)
+        print(f"run {repeat + 1}: baseline {b_frames} frames in {b_seconds:.1f} s = {baseline[-1]:.2f} fps; "
+              f"pipeline {p_seconds:.1f} s = {pipeline[-1]:.2f} fps; ratio {pipeline[-1] / baseline[-1]:.2f}; "
+              f"{p_faces} faces")
+    b_median, p_median = statistics.median(baseline), statistics.median(pipeline)
+    print(f"median: baseline {b_median:.2f} fps, pipeline {p_median:.2f} fps, ratio {p_median / b_median:.2f}")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
