@@ -134,7 +134,8 @@ def select_images(annotations: AnnotationSet, paths: list[str | Path]) -> dict[s
             as_posix = entry.resolve().as_posix()
             key = next((k for k in annotations.images if as_posix.endswith("/" + k.lstrip("./"))), None)
             if key is None:
-                raise AnnotationError(f"{entry}: no annotation for this image in {annotations.source or 'the annotations'}")
+                where = annotations.source or "the annotations"
+                raise AnnotationError(f"{entry}: no annotation for this image in {where}")
             selected[key] = entry
         else:
             raise AnnotationError(f"not found: {entry}")

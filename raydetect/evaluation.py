@@ -283,7 +283,8 @@ def _as_boxes_scores(key: str, value: ImageDetections) -> tuple[np.ndarray, np.n
             array = array.reshape(0, 5)
         if array.ndim != 2 or array.shape[1] != 5:
             raise ValueError(
-                f"detections for {key!r} must be Detections, (boxes, scores) or an (N, 5) array, got shape {array.shape}"
+                f"detections for {key!r} must be Detections, (boxes, scores) or an (N, 5) array, "
+                f"got shape {array.shape}"
             )
         boxes, scores = array[:, :4], array[:, 4]
     boxes = np.asarray(boxes, np.float64)

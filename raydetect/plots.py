@@ -37,44 +37,38 @@ def plot_precision_recall(report, path: str | Path, title: str = "") -> None:
 
 
 def plot_sweep(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
-    """Precision against cost for a sweep: one panel per measured input kind.
+    """Precision against cost for a sweep: a row of panels per measured input kind.
 
-    ``rows``: dicts from ``raydetect.commands.sweep`` with ``label``, and for annotated images
-    ``image_ms`` and ``ap`` (subset -> AP), for videos ``video_ms`` and ``video_faces_per_frame``.
-    Points are joined in the order of the sweep and labelled with their setting.
+    ``rows``: dicts from ``raydetect.commands.sweep`` with ``label``; for annotated images
+    ``ap`` (subset -> AP), ``image_ms`` and ``image_gmacs``; for videos
+    ``video_faces_per_frame``, ``video_ms`` and ``video_gmacs``. Left: measured milliseconds
+    per frame; right: multiply-adds per frame, which do not depend on the machine or its load.
+    Points are joined in sweep order and labelled with their setting.
     """
     plt = _pyplot()
-    panels = []
-    if any("ap" in row for row in rows):
-        panels.append("images")
-    if any("video_ms" in row for row in rows):
-        panels.append("videos")
-    if not panels:
+    kinds = [kind for kind, key in (("image", "ap"), ("video", "video_ms")) if any(key in row for row in rows)]
+    if not kinds:
         raise ValueError("nothing to plot: the sweep measured neither images nor videos")
-    figure, axes_list = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), dpi=120, squeeze=False)
-    for axes, panel in zip(axes_list[0], panels):
-        if panel == "images":
-            subsets = [s for s in rows[0]["ap"]]
-            for subset in subsets:
-                xs = [row["image_ms"] for row in rows]
-                ys = [row["ap"][subset] for row in rows]
-                axes.plot(xs, ys, "o-", color=SUBSET_COLORS.get(subset), label=f"AP {subset}")
-            for row in rows:
-                axes.annotate(row["label"], (row["image_ms"], max(row["ap"].values())),
-                              textcoords="offset points", xytext=(4, 6), fontsize=8)
-            axes.set(xlabel="milliseconds per image", ylabel="average precision (IoU 0.5)", ylim=(0, 1),
-                     title="annotated images")
-        else:
-            xs = [row["video_ms"] for row in rows]
-            ys = [row["video_faces_per_frame"] for row in rows]
-            axes.plot(xs, ys, "o-", color="tab:purple", label="faces per frame")
-            for row, x, y in zip(rows, xs, ys):
-                axes.annotate(row["label"], (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
-            axes.set(xlabel="milliseconds per frame", ylabel="faces found per frame", ylim=(0, None),
-                     title="videos")
-        axes.set_xscale("log")
-        axes.grid(alpha=0.3, which="both")
-        axes.legend(loc="lower right")
+    figure, grid = plt.subplots(len(kinds), 2, figsize=(11, 4.2 * len(kinds)), dpi=120, squeeze=False)
+    for axes_row, kind in zip(grid, kinds):
+        for axes, cost in zip(axes_row, ("ms", "gmacs")):
+            xs = [row[f"{kind}_{cost}"] for row in rows]
+            if kind == "image":
+                for subset in rows[0]["ap"]:
+                    axes.plot(xs, [row["ap"][subset] for row in rows], "o-", color=SUBSET_COLORS.get(subset),
+                              label=f"AP {subset}")
+                tops = [max(row["ap"].values()) for row in rows]
+                axes.set(ylabel="average precision", ylim=(0, 1), title="annotated images")
+            else:
+                tops = [row["video_faces_per_frame"] for row in rows]
+                axes.plot(xs, tops, "o-", color="tab:purple", label="faces found per frame")
+                axes.set(ylabel="faces found per frame", ylim=(0, max(tops) * 1.25 or 1), title="video frames")
+            for row, x, y in zip(rows, xs, tops):
+                axes.annotate(row["label"], (x, y), textcoords="offset points", xytext=(3, 5), fontsize=8)
+            axes.set_xscale("log")
+            axes.set_xlabel("milliseconds per frame (measured)" if cost == "ms" else "GMAC per frame (all stages)")
+            axes.grid(alpha=0.3, which="both")
+            axes.legend(loc="lower right", fontsize=8)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -44,7 +44,8 @@ def test_simple_json_dict_and_list_forms(tmp_path):
     as_dict = tmp_path / "dict.json"
     as_dict.write_text(json.dumps({"images": {"a.jpg": [[1, 2, 11, 22]], "b.jpg": []}}))
     as_list = tmp_path / "list.json"
-    as_list.write_text(json.dumps({"images": [{"file": "a.jpg", "boxes": [[1, 2, 11, 22]]}, {"file": "b.jpg", "boxes": []}]}))
+    entries = [{"file": "a.jpg", "boxes": [[1, 2, 11, 22]]}, {"file": "b.jpg", "boxes": []}]
+    as_list.write_text(json.dumps({"images": entries}))
     for path in (as_dict, as_list):
         annotations = load_annotations(path)
         np.testing.assert_array_equal(annotations.images["a.jpg"].boxes, [[1, 2, 11, 22]])

@@ -10,9 +10,12 @@ DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 def add_detector_arguments(parser: argparse.ArgumentParser, min_face_size: float = 20) -> None:
     group = parser.add_argument_group("detector")
     group.add_argument(
-        "--min-face-size", type=float, default=min_face_size, help=f"smallest face to find, pixels (default {min_face_size:g})"
+        "--min-face-size", type=float, default=min_face_size,
+        help=f"smallest face to find, pixels (default {min_face_size:g})",
     )
-    group.add_argument("--scale-factor", type=float, default=0.709, help="pyramid level ratio in (0, 1) (default 0.709)")
+    group.add_argument(
+        "--scale-factor", type=float, default=0.709, help="pyramid level ratio in (0, 1) (default 0.709)"
+    )
     group.add_argument(
         "--thresholds", type=parse_thresholds, default=DEFAULT_THRESHOLDS, metavar="P,R,O",
         help="P-Net, R-Net, O-Net score thresholds (default 0.6,0.7,0.7)",

@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
             detections = load_detections(args.detections)
             missing = [k for k in files if k not in detections]
             if missing:
-                raise AnnotationError(f"{args.detections} has no detections for {len(missing)} images, e.g. {missing[0]}")
+                raise AnnotationError(
+                    f"{args.detections} has no detections for {len(missing)} images, e.g. {missing[0]}"
+                )
             detections = {k: detections[k] for k in files}
             timing = None
         else:

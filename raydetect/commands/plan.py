@@ -98,7 +98,9 @@ def format_plan(plan, result: dict) -> str:
     if not plan.levels:
         lines.append(f"the frame's shorter side is below {plan.min_face_size:g} px: no face can be found, nothing runs")
         return "\n".join(lines)
-    lines.append(f"{'level':>5} {'scale':>8} {'size WxH':>11} {'pixels':>11} {'windows':>10} {'face px':>8} {'MMAC':>9}")
+    lines.append(
+        f"{'level':>5} {'scale':>8} {'size WxH':>11} {'pixels':>11} {'windows':>10} {'face px':>8} {'MMAC':>9}"
+    )
     for k, level in enumerate(plan.levels):
         lines.append(
             f"{k:>5} {level.scale:>8.4f} {f'{level.width}x{level.height}':>11} {level.pixels:>11,} "

@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="VIDEO_OR_IMAGE_OR_FACES", help="image, video, or faces Parquet (file or folder)")
+    parser.add_argument(
+        "input", metavar="VIDEO_OR_IMAGE_OR_FACES", help="image, video, or faces Parquet (file or folder)"
+    )
     parser.add_argument("--output", "-o", required=True, help="PNG/JPEG picture or MP4/AVI video to write")
     parser.add_argument(
         "--output-max-side", type=int, default=None, metavar="PX",
@@ -199,7 +201,7 @@ def write_contact_sheet(source: Path, output: Path, limit: int, columns: int, ti
             tiles.append(decode_jpeg(row["crop"]))
         except ValueError as exc:
             raise PreviewError(f"{source}: crop of {row.get('video')} frame {row.get('frame_index')}: {exc}") from None
-        captions.append(_caption(row))
+        captions.append(_caption(row, with_video=len({r.get("video") for r in rows}) > 1))
     write_image(output, contact_sheet(tiles, captions, columns=columns, tile_size=tile_size))
     return len(tiles)
 
@@ -228,15 +230,17 @@ def read_face_rows(source: Path, limit: int, order: str) -> list[dict]:
     return table.to_pylist()
 
 
-def _caption(row: dict) -> str:
-    parts = []
-    if row.get("video") is not None:
-        parts.append(Path(str(row["video"])).name)
+def _caption(row: dict, with_video: bool) -> str:
+    """``video #frame | score``; the video is left out when every face comes from the same one."""
+    where = []
+    if with_video and row.get("video") is not None:
+        where.append(Path(str(row["video"])).name)
     if row.get("frame_index") is not None:
-        parts.append(f"#{row['frame_index']}")
+        where.append(f"#{row['frame_index']}" if with_video else f"frame {row['frame_index']}")
+    text = " ".join(where)
     if row.get("score") is not None:
-        parts.append(f"{row['score']:.2f}")
-    return " ".join(parts)
+        text = f"{text} | {row['score']:.2f}" if text else f"{row['score']:.2f}"
+    return text
 
 
 def _require_suffix(output: Path, allowed: tuple[str, ...], what: str) -> None:

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("images", nargs="*", metavar="IMAGES", help="annotated image folder(s) or files")
-    parser.add_argument("--annotations", "-a", default=None, help="annotations of IMAGES (default: IMAGES/annotations.json)")
+    parser.add_argument(
+        "--annotations", "-a", default=None, help="annotations of IMAGES (default: IMAGES/annotations.json)"
+    )
     parser.add_argument("--videos", nargs="+", default=[], metavar="VIDEO", help="videos to sample frames from")
     parser.add_argument("--video-frames", type=int, default=24, help="frames per video (default 24)")
     parser.add_argument("--every", type=int, default=1, help="take every Nth frame of a video (default 1)")
@@ -103,11 +105,13 @@ def measure_setting(setting: dict, device, annotations, image_frames: dict, vide
         torch.set_num_threads(threads)
     options = {k: v for k, v in setting.items() if k != "label"}
     detector = FaceDetector(device=device, **options)
-    runs = [_measure_once(detector, annotations, image_frames, video_frames, batch, iou) for _ in range(repeats)]
+    runs = [
+        _measure_once(detector, setting, annotations, image_frames, video_frames, batch, iou) for _ in range(repeats)
+    ]
     return _median_row(setting, runs)
 
 
-def _measure_once(detector, annotations, image_frames, video_frames, batch, iou) -> dict:
+def _measure_once(detector, setting, annotations, image_frames, video_frames, batch, iou) -> dict:
     from raydetect.evaluation import evaluate
     from raydetect.measure import run_detector
 
@@ -119,6 +123,7 @@ def _measure_once(detector, annotations, image_frames, video_frames, batch, iou)
             ap={name: r.ap for name, r in report.subsets.items()},
             recall={name: r.recall for name, r in report.subsets.items()},
             image_ms=run.ms_per_frame,
+            image_gmacs=work_gmacs(setting, image_frames, run),
             image_faces_per_frame=run.faces / run.frames,
             image_stats=_per_frame_stats(run),
         )
@@ -126,10 +131,24 @@ def _measure_once(detector, annotations, image_frames, video_frames, batch, iou)
         run = run_detector(detector, video_frames, batch)
         row.update(
             video_ms=run.ms_per_frame,
+            video_gmacs=work_gmacs(setting, video_frames, run),
             video_faces_per_frame=run.faces / run.frames,
             video_stats=_per_frame_stats(run),
         )
     return row
+
+
+def work_gmacs(setting: dict, frames: dict, run) -> float:
+    """Multiply-adds per frame, in billions: P-Net on every pyramid level (from each frame's size)
+    plus R-Net and O-Net on the candidates the run counted. Unlike milliseconds, this does not
+    depend on the machine or its load."""
+    from raydetect.pyramid_plan import crop_network_macs, plan_pyramid
+
+    pnet = sum(plan_pyramid(f.shape[0], f.shape[1], setting["min_face_size"], setting["scale_factor"]).macs
+               for f in frames.values())
+    crops = (run.stats["rnet_candidates"] * crop_network_macs("rnet")
+             + run.stats["onet_candidates"] * crop_network_macs("onet"))
+    return (pnet + crops) / len(frames) / 1e9
 
 
 def _median_row(setting: dict, runs: list[dict]) -> dict:
@@ -157,7 +176,9 @@ def _run_here(args, settings, annotations, image_frames, video_frames) -> list[d
     for repeat in range(args.repeats):
         for index, (setting, detector) in enumerate(zip(settings, detectors)):
             print(f"[{repeat + 1}/{args.repeats}] {setting['label']}", file=sys.stderr)
-            runs[index].append(_measure_once(detector, annotations, image_frames, video_frames, args.batch, args.iou))
+            runs[index].append(
+                _measure_once(detector, setting, annotations, image_frames, video_frames, args.batch, args.iou)
+            )
     return [_median_row(setting, setting_runs) for setting, setting_runs in zip(settings, runs)]
 
 
@@ -235,25 +256,32 @@ def format_tables(rows: list[dict], images: int, video_frames: int) -> str:
         lines.append(f"annotated images ({images}):")
         header = f"{'setting':<22}" + "".join(f"{'AP ' + s:>10}" for s in subsets)
         header += "".join(f"{'rec ' + s:>10}" for s in subsets)
-        header += f"{'faces/img':>10}{'P-Net Mpx':>10}{'R-Net':>8}{'O-Net':>8}{'ms/img':>9}"
+        header += f"{'faces/img':>10}{'P-Net Mpx':>10}{'R-Net':>8}{'O-Net':>8}{'GMAC':>7}{'ms/img':>9}"
         lines.append(header)
         for row in rows:
             stats = row["image_stats"]
             line = f"{row['label']:<22}" + "".join(f"{row['ap'][s]:>10.3f}" for s in subsets)
             line += "".join(f"{row['recall'][s]:>10.3f}" for s in subsets)
             line += (f"{row['image_faces_per_frame']:>10.2f}{stats['pnet_pixels'] / 1e6:>10.3f}"
-                     f"{stats['rnet_candidates']:>8.1f}{stats['onet_candidates']:>8.1f}{row['image_ms']:>9.1f}")
+                     f"{stats['rnet_candidates']:>8.1f}{stats['onet_candidates']:>8.1f}{row['image_gmacs']:>7.2f}"
+                     f"{row['image_ms']:>9.1f}")
             lines.append(line)
     if video_frames:
         lines.append(f"video frames ({video_frames}):")
-        lines.append(f"{'setting':<22}{'faces/frame':>12}{'P-Net Mpx':>10}{'R-Net':>8}{'O-Net':>8}{'ms/frame':>10}")
+        lines.append(
+            f"{'setting':<22}{'faces/frame':>12}{'P-Net Mpx':>10}{'R-Net':>8}{'O-Net':>8}{'GMAC':>7}{'ms/frame':>10}"
+        )
         for row in rows:
             stats = row["video_stats"]
             lines.append(
                 f"{row['label']:<22}{row['video_faces_per_frame']:>12.2f}{stats['pnet_pixels'] / 1e6:>10.3f}"
-                f"{stats['rnet_candidates']:>8.1f}{stats['onet_candidates']:>8.1f}{row['video_ms']:>10.1f}"
+                f"{stats['rnet_candidates']:>8.1f}{stats['onet_candidates']:>8.1f}{row['video_gmacs']:>7.2f}"
+                f"{row['video_ms']:>10.1f}"
             )
-    lines.append("(R-Net, O-Net: candidates per frame entering each stage; times are medians of the repeats)")
+    lines.append(
+        "(P-Net Mpx: pyramid pixels per frame; R-Net, O-Net: candidates per frame entering each stage; GMAC: "
+        "multiply-adds per frame, all stages; times: medians of the repeats)"
+    )
     return "\n".join(lines)
 
 
