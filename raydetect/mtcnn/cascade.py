@@ -13,7 +13,6 @@ import contextlib
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from raydetect.mtcnn import boxes as box_ops
 from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE, ONet, PNet, RNet, normalize
@@ -85,21 +84,24 @@ def _forward(net: torch.nn.Module, crops: torch.Tensor, dtype: torch.dtype | Non
     return tuple(out.float() for out in outputs)
 
 
-def propose(pnet: PNet, images: list[torch.Tensor], config: CascadeConfig) -> tuple[Candidates, int]:
+def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: CascadeConfig):
     """Stage 1: P-Net over every pyramid level of every image.
+
+    Args:
+        tables: summed-area tables of the batch's images, from which levels are resampled.
+        sizes: (N, 2) int64 height, width of each image.
 
     Images of equal size share each level's forward pass. Returns the square,
     calibrated proposals and the number of level pixels P-Net processed.
     """
-    device = images[0].device
+    device = sizes.device
     found: list[Candidates] = []
     pixels = 0
-    for shape, members in _group_by_shape(images).items():
-        height, width = shape
-        batch = torch.stack([images[i] for i in members]).permute(0, 3, 1, 2).float()  # channels-last NCHW
+    for (height, width), members in _group_by_shape(sizes.tolist()).items():
         member_index = torch.tensor(members, dtype=torch.long, device=device)
+        whole = torch.tensor([[0, 0, width, height]], dtype=torch.long, device=device).expand(len(members), 4)
         for scale in box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor):
-            level = F.interpolate(batch, size=box_ops.level_size(height, width, scale), mode="area")
+            level = tables.resample(member_index, whole, *box_ops.level_size(height, width, scale))
             pixels += level.shape[0] * level.shape[2] * level.shape[3]
             face_prob, offsets = _forward(pnet, level, config.compute_dtype)
             local_index, boxes, scores, box_offsets = box_ops.pnet_proposals(
@@ -107,8 +109,8 @@ def propose(pnet: PNet, images: list[torch.Tensor], config: CascadeConfig) -> tu
             )
             keep = nms(boxes, scores, NMS_WITHIN_LEVEL, groups=local_index)
             image_index = member_index[local_index[keep]]
-            calibrated = torch.cat([boxes[keep], box_offsets[keep]], dim=1)  # carried to the cross-level NMS
-            found.append(Candidates(image_index, calibrated, scores[keep]))
+            boxes_and_offsets = torch.cat([boxes[keep], box_offsets[keep]], dim=1)  # offsets ride along
+            found.append(Candidates(image_index, boxes_and_offsets, scores[keep]))
     if not found:
         return _no_candidates(device), pixels
     merged = Candidates(
@@ -153,38 +155,22 @@ def run_cascade(nets: tuple[PNet, RNet, ONet], images: list[torch.Tensor], confi
     """Detect faces in ``images``: (H, W, 3) uint8 RGB tensors on the networks' device."""
     pnet, rnet, onet = nets
     device = images[0].device
-    proposals, pixels = propose(pnet, images, config)
+    sizes = torch.tensor([[img.shape[0], img.shape[1]] for img in images], dtype=torch.long, device=device)
+    tables = SummedAreaTables(images)
+    proposals, pixels = propose(pnet, tables, sizes, config)
     stats = {"images": len(images), "pnet_pixels": pixels, "rnet_candidates": len(proposals), "onet_candidates": 0}
     if len(proposals) == 0:
         return _empty_output(device, stats)
-    sizes = torch.tensor([[img.shape[0], img.shape[1]] for img in images], dtype=torch.long, device=device)
-    with_faces = torch.unique(proposals.image_index)
-    tables = SummedAreaTables([images[i] for i in with_faces.tolist()])
-    # Candidates address tables by position among the images that have any.
-    table_slot = torch.full((len(images),), -1, dtype=torch.long, device=device)
-    table_slot[with_faces] = torch.arange(with_faces.shape[0], device=device)
-    view = _TableView(tables, table_slot)
-    refined = refine(rnet, view, sizes, proposals, config)
+    refined = refine(rnet, tables, sizes, proposals, config)
     stats["onet_candidates"] = len(refined)
     if len(refined) == 0:
         return _empty_output(device, stats)
-    faces, landmarks = finish(onet, view, sizes, refined, config)
+    faces, landmarks = finish(onet, tables, sizes, refined, config)
     order = torch.sort(faces.image_index, stable=True).indices  # NMS left them by score
     stats["faces"] = len(faces)
     return CascadeOutput(
         faces.image_index[order], faces.boxes[order], faces.scores[order], landmarks[order], stats
     )
-
-
-class _TableView:
-    """Summed-area tables addressed by the batch's image index."""
-
-    def __init__(self, tables: SummedAreaTables, slot: torch.Tensor) -> None:
-        self.tables = tables
-        self.slot = slot
-
-    def resample(self, image_index: torch.Tensor, regions: torch.Tensor, size: int) -> torch.Tensor:
-        return self.tables.resample(self.slot[image_index], regions, size)
 
 
 def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
@@ -214,10 +200,10 @@ def _empty_net_outputs(net, crops, dtype):
     return _forward(net, crops(0, 0), dtype)
 
 
-def _group_by_shape(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+def _group_by_shape(sizes: list[list[int]]) -> dict[tuple[int, int], list[int]]:
     groups: dict[tuple[int, int], list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault((int(image.shape[0]), int(image.shape[1])), []).append(index)
+    for index, (height, width) in enumerate(sizes):
+        groups.setdefault((height, width), []).append(index)
     return groups
 
 
