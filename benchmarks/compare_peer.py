@@ -115,11 +115,13 @@ def run_ours(detector, keys: list[str], data_root: Path, batch_size: int) -> dic
         start = time.perf_counter()
         results = detector.detect([rgb for _, rgb in pending])
         seconds = (time.perf_counter() - start) / len(pending)
+        # Stage counts are per call: per image only when each call holds one image.
+        stats = dict(detector.last_stats) if len(pending) == 1 else None
         for (item, rgb), faces in zip(pending, results):
             records[item.key] = {
                 "image": item.key, "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
                 "boxes": faces.boxes.tolist(), "scores": faces.scores.tolist(),
-                "landmarks": faces.landmarks.tolist(), "seconds": seconds,
+                "landmarks": faces.landmarks.tolist(), "seconds": seconds, "stats": stats,
             }
         pending.clear()
 
