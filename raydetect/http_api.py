@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from raydetect.detector_pool import DetectorPool, DetectRequest
 from raydetect.errors import InvalidImageError
 from raydetect.http_body import check_bearer_token, read_upload
-from raydetect.http_errors import RequestRejected
+from raydetect.http_errors import RequestRejected, ServiceUnavailable
 from raydetect.http_images import IMAGE_MEDIA_TYPES, decode_image
 from raydetect.http_params import parse_detect_params, parse_video_params
 from raydetect.http_video import VIDEO_MEDIA_TYPES, UploadedClip
@@ -67,6 +67,10 @@ def create_api(
     @app.exception_handler(RequestRejected)
     async def rejected(_: Request, exc: RequestRejected) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(_: Request, exc: ServiceUnavailable) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -189,8 +193,8 @@ async def _frame_line(index: int, timestamp_s: float, task: asyncio.Future) -> b
     line = {"frame_index": index, "timestamp_s": round(timestamp_s, 6)}
     try:
         detections = await task
-    except InvalidImageError as exc:
-        line["error"] = f"frame refused by the detector: {exc}"
+    except (InvalidImageError, ServiceUnavailable) as exc:
+        line["error"] = f"frame not processed: {exc}"
         line["faces"] = []
     else:
         line.update(detections.to_dict())

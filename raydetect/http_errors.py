@@ -1,4 +1,4 @@
-"""The one exception the HTTP layer raises for a request it refuses."""
+"""Exceptions the HTTP layer answers itself: a refused request (4xx), an unavailable detector (503)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,7 @@ class RequestRejected(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+class ServiceUnavailable(Exception):
+    """The detector cannot take the request right now (no replica, overloaded, restarting): 503."""

@@ -25,12 +25,15 @@ import typing
 
 import numpy as np
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from raydetect.batch_merger import BatchMerger
 from raydetect.detector_pool import DetectorPool, DetectRequest, pyramid_pixels, total_cost
 from raydetect.errors import InvalidImageError
 from raydetect.http_api import create_api
+from raydetect.http_errors import ServiceUnavailable
 from raydetect.http_video import FFMPEG_CAPTURE_OPTIONS
 from raydetect.results import Detections
 from raydetect.serve_options import TOKEN_ENV, BatchingConfig, RequestLimits, ServeOptions
@@ -149,7 +152,12 @@ class _HandleClient:
         self._handle = handle
 
     async def detect(self, image: np.ndarray, min_face_size: int) -> Detections:
-        return await self._handle.detect.remote(image, min_face_size)
+        try:
+            return await self._handle.detect.remote(image, min_face_size)
+        except InvalidImageError:
+            raise  # the request's own fault: the HTTP layer answers 400
+        except (RayActorError, BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError) as exc:
+            raise ServiceUnavailable(f"detector unavailable ({type(exc).__name__}); retry later") from exc
 
     async def ready(self) -> dict:
         return await self._handle.ready.remote()
