@@ -35,11 +35,12 @@ class SummedAreaTables:
         offset = 0
         for image in images:
             height, width = int(image.shape[0]), int(image.shape[1])
-            tables.append(_integral(image, dtype).reshape(-1, 3))
+            tables.append(_integral(image, dtype).reshape(-1, 3).t())
             bases.append(offset)
             strides.append(width + 1)
             offset += (height + 1) * (width + 1)
-        self.flat = torch.cat(tables) if len(tables) > 1 else tables[0]
+        # Channel planes (3, total cells): a 1-D gather per channel is far faster than gathering 3-wide rows.
+        self.planes = torch.cat(tables, dim=1).contiguous()
         self.base = torch.tensor(bases, dtype=torch.long, device=device)
         self.row_stride = torch.tensor(strides, dtype=torch.long, device=device)
 
@@ -59,13 +60,15 @@ class SummedAreaTables:
         col_start, col_end = _cell_edges(regions[:, 0], regions[:, 2], width)
         stride = self.row_stride[image_index][:, None]
         base = self.base[image_index][:, None]
-        top, bottom = base + row_start * stride, base + row_end * stride  # (K, height) flat row offsets
-
-        def corners(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-            index = (rows[:, :, None] + cols[:, None, :]).reshape(-1)
-            return self.flat.index_select(0, index).view(rows.shape[0], height, width, 3)
-
-        sums = corners(bottom, col_end) - corners(top, col_end) - corners(bottom, col_start) + corners(top, col_start)
+        rows = torch.stack([base + row_end * stride, base + row_start * stride])  # (2, K, height) flat offsets
+        cols = torch.stack([col_end, col_start])  # (2, K, width)
+        # Corners in the order bottom-right, bottom-left, top-right, top-left: (2, 2, K, height, width).
+        index = (rows[:, None, :, :, None] + cols[None, :, :, None, :]).reshape(-1)
+        channel_sums = []
+        for plane in self.planes:
+            corner = plane.index_select(0, index).view(2, 2, -1, height, width)
+            channel_sums.append((corner[0, 0] - corner[0, 1]) - (corner[1, 0] - corner[1, 1]))
+        sums = torch.stack(channel_sums, dim=-1)  # (K, height, width, 3)
         counts = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).to(torch.float32)
         means = sums.to(torch.float32).div_(counts[..., None])
         return means.permute(0, 3, 1, 2)
