@@ -301,6 +301,55 @@ def test_launcher_never_exposes_the_dashboard_or_job_api(aws):
         assert not (public and ports & CONTROL_PLANE_PORTS), f"security group opens {rule} to the world"
 
 
+def test_iam_setup_creates_the_profiles_the_launcher_names(aws, s3_server):
+    """cluster/aws_iam_setup.py against moto's IAM on 127.0.0.1 (the s3_server fixture serves every API)."""
+    import importlib.util
+
+    import boto3
+
+    spec = importlib.util.spec_from_file_location("aws_iam_setup", CLUSTER / "aws_iam_setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    endpoint = s3_server["client_kwargs"]["endpoint_url"]
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-west-2")
+    iam = session.client("iam", endpoint_url=endpoint)
+    account = session.client("sts", endpoint_url=endpoint).get_caller_identity()["Account"]
+    setup.setup_profiles(iam, account, "raydetect-test-bucket")
+    setup.setup_profiles(iam, account, "raydetect-test-bucket")  # a second run keeps what exists
+
+    named = {
+        name: spec["node_config"]["IamInstanceProfile"]["Name"] for name, spec in aws["available_node_types"].items()
+    }
+    head_profile = named.pop(aws["head_node_type"])
+    (worker_profile,) = set(named.values())  # one profile for every worker type
+    assert (head_profile, worker_profile) == (setup.HEAD_PROFILE, setup.WORKER_PROFILE)
+    for profile in (head_profile, worker_profile):
+        roles = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
+        assert [role["RoleName"] for role in roles] == [profile]
+
+    def allowed(role: str, action: str) -> list[str]:
+        """Resources on which the role's inline policies allow ``action`` (exact action names)."""
+        resources = []
+        for policy in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            document = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+            document = json.loads(document) if isinstance(document, str) else document
+            for statement in document["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                if statement["Effect"] == "Allow" and action in actions:
+                    found = statement["Resource"]
+                    resources += found if isinstance(found, list) else [found]
+        return resources
+
+    # Workers: the bucket and nothing else.
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert allowed(worker_profile, action) == ["arn:aws:s3:::raydetect-test-bucket/*"], action
+    assert allowed(worker_profile, "s3:ListBucket") == ["arn:aws:s3:::raydetect-test-bucket"]
+    assert not allowed(worker_profile, "ec2:RunInstances") and not allowed(worker_profile, "iam:PassRole")
+    # Head: starts and ends workers, and may hand them the worker role only.
+    assert allowed(head_profile, "ec2:RunInstances") == ["*"] and allowed(head_profile, "ec2:TerminateInstances")
+    assert allowed(head_profile, "iam:PassRole") == [f"arn:aws:iam::{account}:role/{worker_profile}"]
+
+
 # ------------------------------------------------------------------------------------------ KubeRay
 
 
