@@ -40,10 +40,12 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.state import list_actors, list_tasks  # noqa: E402
 
+from raydetect import pipeline  # noqa: E402
 from raydetect.commands.detect import main as detect_main  # noqa: E402
 
-DETECTOR_CLASS = "DetectActor"  # raydetect.pipeline's actor class: its name is in the actor's class name
-DECODE_STAGE = "_DecodeStage"  # raydetect.pipeline's decode callable: its name is in the task's name
+# Ray Data names its workers after the callables: "MapWorker(MapBatches(DetectActor))", "FlatMap(_DecodeStage)".
+DETECTOR_CLASS = pipeline.DetectActor.__name__
+DECODE_STAGE = pipeline._DecodeStage.__name__
 NODE_LOSS_DEADLINE_S = 120.0
 
 
