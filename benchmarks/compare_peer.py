@@ -44,6 +44,9 @@ IOU_CUT = 0.7
 RECALL_TARGET = 97.0
 CONFIRMED_TARGET = 97.0
 LANDMARK_TARGET = 3.0
+AP_MARGIN = 0.01  # ours may trail the peer's WIDER AP by at most this much
+IDENTICAL_PX = 0.01  # a matched pair counts as identical within these tolerances
+IDENTICAL_SCORE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ def compare_images(peer: dict[str, dict], ours: dict[str, dict]) -> dict:
     peer_strong = peer_found = ours_strong = ours_confirmed = 0
     peer_total = ours_total = 0
     errors: list[float] = []
+    identical = 0
     score_gaps: list[float] = []
     missed, unconfirmed, landmark_outliers = [], [], []
     for key in sorted(peer):
@@ -206,6 +210,9 @@ def compare_images(peer: dict[str, dict], ours: dict[str, dict]) -> dict:
                 error = landmark_error(p_boxes[i], p_points[i], o_points[j])
                 errors.append(error)
                 score_gaps.append(abs(p_scores[i] - o_scores[j]))
+                identical += bool(np.abs(p_boxes[i] - o_boxes[j]).max() < IDENTICAL_PX
+                                  and np.abs(p_points[i] - o_points[j]).max() < IDENTICAL_PX
+                                  and abs(p_scores[i] - o_scores[j]) < IDENTICAL_SCORE)
                 if error > LANDMARK_TARGET:
                     landmark_outliers.append({"image": key, "peer": _face(p_boxes[i], p_scores[i]),
                                               "ours": _face(o_boxes[j], o_scores[j]),
@@ -231,7 +238,7 @@ def compare_images(peer: dict[str, dict], ours: dict[str, dict]) -> dict:
         "recall_vs_peer_pct": 100.0 * peer_found / peer_strong if peer_strong else None,
         "our_strong": ours_strong, "our_strong_confirmed": ours_confirmed,
         "confirmed_by_peer_pct": 100.0 * ours_confirmed / ours_strong if ours_strong else None,
-        "landmark_pairs": len(errors),
+        "landmark_pairs": len(errors), "identical_pairs": identical,
         "landmark_median_pct": statistics.median(errors) if errors else None,
         "landmark_p95_pct": float(np.percentile(errors, 95)) if errors else None,
         "score_gap_median": float(statistics.median(score_gaps)) if score_gaps else None,
@@ -271,7 +278,7 @@ def _pct(value: float | None) -> str:
 def agreement_table(results: dict[str, dict]) -> str:
     lines = [
         "| set | images | peer faces (>= 0.95) | found by ours | our faces (>= 0.95) | confirmed by peer "
-        "| landmark err median (p95) | pairs |",
+        "| landmark err median (p95) | pairs (identical) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
@@ -280,7 +287,8 @@ def agreement_table(results: dict[str, dict]) -> str:
         lines.append(
             f"| {name} | {r['images']} | {r['peer_faces']} ({r['peer_strong']}) | "
             f"{r['peer_strong_found']} = {_pct(r['recall_vs_peer_pct'])} | {r['our_faces']} ({r['our_strong']}) | "
-            f"{r['our_strong_confirmed']} = {_pct(r['confirmed_by_peer_pct'])} | {lmk} | {r['landmark_pairs']} |")
+            f"{r['our_strong_confirmed']} = {_pct(r['confirmed_by_peer_pct'])} | {lmk} | "
+            f"{r['landmark_pairs']} ({r['identical_pairs']}) |")
     return "\n".join(lines)
 
 
@@ -288,7 +296,7 @@ def pooled(results: dict[str, dict]) -> dict:
     """All agreement sets together (the requirement's figures)."""
     total = {k: sum(r[k] for r in results.values())
              for k in ("images", "peer_faces", "our_faces", "peer_strong", "peer_strong_found",
-                       "our_strong", "our_strong_confirmed", "landmark_pairs")}
+                       "our_strong", "our_strong_confirmed", "landmark_pairs", "identical_pairs")}
     total["recall_vs_peer_pct"] = 100.0 * total["peer_strong_found"] / max(total["peer_strong"], 1)
     total["confirmed_by_peer_pct"] = 100.0 * total["our_strong_confirmed"] / max(total["our_strong"], 1)
     errors = [e for r in results.values() for e in r["landmark_errors_pct"]]
@@ -306,7 +314,8 @@ def print_disagreements(name: str, result: dict, limit: int) -> None:
     for label in ("missed", "unconfirmed", "landmark_outliers"):
         rows = result[label]
         if rows:
-            print(f"\n{name}: {len(rows)} {label.replace('_', ' ')}" + (f" (first {limit})" if len(rows) > limit else ""))
+            shown = f" (first {limit})" if 0 < limit < len(rows) else ""
+            print(f"{name}: {len(rows)} {label.replace('_', ' ')}{shown}")
             for row in rows[:limit]:
                 print("  " + json.dumps(row))
 
@@ -323,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="FaceDetector precision: auto, float32, bfloat16")
     parser.add_argument("--save-ours", type=Path, help="directory for our detections as JSONL")
+    parser.add_argument("--load-ours", type=Path, help="compare detections saved by --save-ours instead of running")
     parser.add_argument("--output", type=Path, help="JSON with every figure and disagreement")
     parser.add_argument("--show", type=int, default=10, help="disagreements printed per kind and set")
     args = parser.parse_args(argv)
@@ -338,22 +348,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {path}")
         return 0
 
-    import torch
-    from raydetect import FaceDetector
+    if args.load_ours is None:
+        import torch
+        from raydetect import FaceDetector
 
-    torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
     detectors: dict[int, object] = {}
     agreement: dict[str, dict] = {}
     report: dict = {"sets": {}, "command": " ".join([Path(sys.executable).name, *sys.argv])}
     for name in names:
         media_set = SETS[name]
         peer = read_jsonl(references[name])
-        if media_set.min_face_size not in detectors:
-            detectors[media_set.min_face_size] = FaceDetector(
-                min_face_size=media_set.min_face_size, device="cpu", precision=args.precision)
-        start = time.perf_counter()
-        ours = run_ours(detectors[media_set.min_face_size], list(peer), args.data_root, args.batch_size)
-        print(f"[ours] {name}: {len(ours)} inputs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        if args.load_ours is not None:
+            ours = read_jsonl(args.load_ours / media_set.reference_name)
+            missing = sorted(set(peer) - set(ours))
+            if missing:
+                raise SystemExit(f"{args.load_ours / media_set.reference_name} lacks {len(missing)} inputs, "
+                                 f"e.g. {missing[0]}")
+        else:
+            if media_set.min_face_size not in detectors:
+                detectors[media_set.min_face_size] = FaceDetector(
+                    min_face_size=media_set.min_face_size, device="cpu", precision=args.precision)
+            start = time.perf_counter()
+            ours = run_ours(detectors[media_set.min_face_size], list(peer), args.data_root, args.batch_size)
+            print(f"[ours] {name}: {len(ours)} inputs in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         if args.save_ours:
             args.save_ours.mkdir(parents=True, exist_ok=True)
             with open(args.save_ours / media_set.reference_name, "w") as handle:
@@ -379,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         for side in ("ours", "peer"):
             ap = w[f"ap_{side}"]
             print(f"| {side} | {ap['easy']:.3f} | {ap['medium']:.3f} | {ap['hard']:.3f} |")
+        w["ap_passes"] = {k: w["ap_ours"][k] >= w["ap_peer"][k] - AP_MARGIN for k in ("easy", "medium", "hard")}
+        print(f"\nrequirement 4, WIDER (ours >= peer - {AP_MARGIN}): "
+              + ", ".join(f"{k} {'PASS' if ok else 'FAIL'}" for k, ok in w["ap_passes"].items()))
         print("\n" + agreement_table({"wider (agreement, m10)": w}))
+    print()
     for name, entry in report["sets"].items():
         print_disagreements(name, entry, args.show)
     if args.output:
