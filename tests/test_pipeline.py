@@ -81,10 +81,11 @@ def test_reference_run_outputs(reference, data_dir):
 
 
 def test_sharded_run_equals_unsharded_run(reference, data_dir, tmp_path):
-    """Shards of 4 frames, one frame per chunk, two actors: the same frames, timestamps and faces."""
+    """Shards of 4 frames, one frame per chunk, two actors: the same frames, timestamps and faces.
+    Decode tasks ask for as many CPUs as the actors here, the plan Ray Data would fuse if allowed."""
     dest = tmp_path / "sharded"
     spec = _spec([data_dir / CROWD, data_dir / HAMILTON], dest, shard_frames=4, chunk_bytes=1,
-                 resources=Resources(actors=2, cpus_per_actor=1, torch_threads=1))
+                 resources=Resources(actors=2, cpus_per_actor=1, decode_cpus=1, torch_threads=1))
     summary = run_job(spec)
     assert summary.exit_status == 0, summary.text()
     pd.testing.assert_frame_equal(_faces(dest), _faces(reference[0]))
