@@ -66,11 +66,21 @@ def plot_sweep(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
             for row, x, y in zip(rows, xs, tops):
                 axes.annotate(row["label"], (x, y), textcoords="offset points", xytext=(3, 5), fontsize=8)
             axes.set_xscale("log")
+            _plain_log_ticks(axes)
             axes.set_xlabel("milliseconds per frame (measured)" if cost == "ms" else "GMAC per frame (all stages)")
             axes.grid(alpha=0.3, which="both")
-            axes.legend(loc="lower right", fontsize=8)
+            axes.legend(loc="upper left", fontsize=8)
     if title:
         figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _plain_log_ticks(axes) -> None:
+    """Log-scale x axis labelled with plain numbers (1, 2, 5, 10, ...) instead of 2x10^0."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())

@@ -129,7 +129,7 @@ def test_calibration_is_cached(tmp_path, monkeypatch):
     assert again.ms_per_gmac == first.ms_per_gmac
     path.write_text("{broken")
     load_or_measure("cpu", measure=measure)
-    assert len(calls) == 2 and json.loads(path.read_text())["version"] == 1
+    assert len(calls) == 2 and json.loads(path.read_text())["version"] == 2
 
 
 def test_plan_command_without_time(capsys):
@@ -157,3 +157,20 @@ def test_plan_command_json(capsys):
 def test_plan_command_bad_input(capsys, argv, message):
     assert main(["plan", *argv, "--no-time"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_real_calibration_on_small_frames():
+    from raydetect.calibration import measure_calibration
+
+    calibration = measure_calibration("cpu", uniform_sizes=((60, 80), (120, 160)), sample_frames=2, tiles=(),
+                                      repeats=1)
+    assert [s.label for s in calibration.samples] == ["uniform 80x60", "uniform 160x120", "sample frame 0",
+                                                     "sample frame 1"]
+    assert all(s.ms > 0 for s in calibration.samples)
+    # The sample video shows a face: P-Net proposes, R-Net gets candidates.
+    assert calibration.rnet_per_megapixel > 0
+    coefficients = (calibration.fixed_ms, calibration.ms_per_gmac, calibration.ms_per_rnet_candidate,
+                    calibration.ms_per_onet_candidate)
+    assert min(coefficients) >= 0 and max(coefficients) > 0
+    assert calibration.estimate_ms(plan_pyramid(360, 640, 20))["ms"] > 0
+    assert calibration.hardware["device"] == "cpu"

@@ -9,7 +9,7 @@ import pytest
 from raydetect.cli import main
 from raydetect.commands.sweep import sweep_settings
 from raydetect.image_files import read_image
-from raydetect.pyramid_plan import plan_pyramid
+from raydetect.pyramid_plan import crop_network_macs, plan_pyramid
 
 PHOTOS = "dlib_faces"  # three photos, 12 faces, dlib-style square boxes: matched at IoU 0.3
 VIDEO = "hamilton_45f_640x360.avi"
@@ -41,6 +41,13 @@ def test_local_sweep_reports_precision_and_cost(data_dir, tmp_path, capsys):
         assert row["image_stats"]["pnet_pixels"] == pytest.approx(planned)
         assert row["video_stats"]["pnet_pixels"] == plan_pyramid(360, 640, row["min_face_size"]).pixels
     assert rows[1]["image_stats"]["pnet_pixels"] < 0.35 * rows[0]["image_stats"]["pnet_pixels"]
+    # Multiply-adds: P-Net's from the plan plus the per-crop cost of each counted candidate.
+    for row in rows:
+        stats = row["video_stats"]
+        expected = (plan_pyramid(360, 640, row["min_face_size"]).macs + stats["rnet_candidates"] * 1_530_768
+                    + stats["onet_candidates"] * crop_network_macs("onet")) / 1e9
+        assert row["video_gmacs"] == pytest.approx(expected)
+    assert rows[1]["image_gmacs"] < rows[0]["image_gmacs"]
     # The photos' faces are 37-76 px: M=80 must miss some that M=40 finds.
     assert rows[1]["recall"]["all"] < rows[0]["recall"]["all"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -254,14 +254,14 @@ def format_tables(rows: list[dict], images: int, video_frames: int) -> str:
     if images:
         subsets = list(rows[0]["ap"])
         lines.append(f"annotated images ({images}):")
-        header = f"{'setting':<22}" + "".join(f"{'AP ' + s:>10}" for s in subsets)
-        header += "".join(f"{'rec ' + s:>10}" for s in subsets)
+        header = f"{'setting':<22}" + "".join(f"{'AP ' + s:>11}" for s in subsets)
+        header += "".join(f"{'rec ' + s:>11}" for s in subsets)
         header += f"{'faces/img':>10}{'P-Net Mpx':>10}{'R-Net':>8}{'O-Net':>8}{'GMAC':>7}{'ms/img':>9}"
         lines.append(header)
         for row in rows:
             stats = row["image_stats"]
-            line = f"{row['label']:<22}" + "".join(f"{row['ap'][s]:>10.3f}" for s in subsets)
-            line += "".join(f"{row['recall'][s]:>10.3f}" for s in subsets)
+            line = f"{row['label']:<22}" + "".join(f"{row['ap'][s]:>11.3f}" for s in subsets)
+            line += "".join(f"{row['recall'][s]:>11.3f}" for s in subsets)
             line += (f"{row['image_faces_per_frame']:>10.2f}{stats['pnet_pixels'] / 1e6:>10.3f}"
                      f"{stats['rnet_candidates']:>8.1f}{stats['onet_candidates']:>8.1f}{row['image_gmacs']:>7.2f}"
                      f"{row['image_ms']:>9.1f}")
