@@ -125,7 +125,7 @@ def main() -> None:
         results[name] = result
         print(f"\n{name}: {result['seconds']} s, {result['faces']} faces, peak RSS {result['peak_rss_mib']} MiB "
               f"(after loading: {result['rss_before_mib']} MiB)")
-        print("  chunk     faces  s      frames per pass       max R-Net / O-Net candidates per pass")
+        print("  chunk     faces  s      frames per pass       R-Net / O-Net candidates of the largest micro-batch")
         for chunk in result["chunks"]:
             print(f"  {chunk['kinds']:<9} {chunk['faces']:>5}  {chunk['seconds']:<6} {str(chunk['passes']):<21} "
                   f"{chunk['rnet']} / {chunk['onet']}")
@@ -134,8 +134,8 @@ def main() -> None:
     for name, result in results.items():
         sizes = [p for c in result["chunks"] for p in c["passes"]]
         print(f"{name}: {len(sizes)} passes, frames per pass median {statistics.median(sizes)} "
-              f"(min {min(sizes)}, max {max(sizes)}), max R-Net {max(c['rnet'] for c in result['chunks'])}, "
-              f"max O-Net {max(c['onet'] for c in result['chunks'])}, peak RSS {result['peak_rss_mib']} MiB, "
+              f"(min {min(sizes)}, max {max(sizes)}), largest micro-batch R-Net {max(c['rnet'] for c in result['chunks'])}, "
+              f"O-Net {max(c['onet'] for c in result['chunks'])} candidates, peak RSS {result['peak_rss_mib']} MiB, "
               f"{result['seconds']} s")
 
 

@@ -190,3 +190,70 @@ def test_remove_faces_of_keys(tmp_path):
         output.write_face_chunk(FACE_SCHEMA.empty_table(), key, shard, 0)
     assert output.remove_faces_of({"aaa"}) == 2
     assert [p.name for p in (tmp_path / "faces").iterdir()] == [chunk_file_name("bbb", 0, 0)]
+
+
+# --------------------------------------------------------------------------- options and resources
+class _Cluster:
+    """Stands in for the ``ray`` module in :func:`raydetect.pipeline._resources`, which only reads the
+    cluster's resource totals: a real cluster with GPUs cannot be started on this machine."""
+
+    def __init__(self, cpus_per_node: list[float], gpus: float = 0):
+        self.cpus, self.gpus = cpus_per_node, gpus
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": sum(self.cpus), **({"GPU": self.gpus} if self.gpus else {})}
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": {"CPU": cpus}} for cpus in self.cpus]
+
+
+def test_default_resources_on_cpu_leave_a_cpu_for_decoding():
+    from raydetect.pipeline import Resources, _resources
+
+    # 2-core machine: one actor holding 1 CPU, its torch using both cores.
+    assert _resources(Resources(), _Cluster([2])) == (1, 0.0, 1.0, 2, "cpu")
+    # Four 16-CPU nodes: actors of 4 CPUs, three per node.
+    actors, gpus, cpus, threads, device = _resources(Resources(), _Cluster([16] * 4))
+    assert (actors, gpus, cpus, device) == (15, 0.0, 4.0, "cpu") and threads == 5
+    with pytest.raises(ValueError, match="leaves no CPU"):
+        _resources(Resources(cpus_per_actor=2), _Cluster([2]))
+
+
+def test_default_resources_with_gpus():
+    from raydetect.pipeline import Resources, _resources
+
+    assert _resources(Resources(), _Cluster([8, 8], gpus=2)) == (2, 1.0, 1.0, None, "cuda")
+    assert _resources(Resources(gpus_per_actor=0.5), _Cluster([8], gpus=1))[:2] == (2, 0.5)
+    with pytest.raises(ValueError, match="cluster has 0 GPUs"):
+        _resources(Resources(gpus_per_actor=1), _Cluster([8]))
+
+
+def _parse(*argv):
+    import argparse
+
+    from raydetect.commands.detect import add_arguments, job_spec
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return job_spec(parser.parse_args(list(argv)))
+
+
+def test_cli_options_reach_the_job():
+    spec = _parse("videos/", "-o", "out", "--frames-per-video", "32", "--max-side", "1280", "--crops",
+                  "--crop-size", "112", "--shard-frames", "150", "--chunk-mib", "8", "--budget-rnet-crops", "512",
+                  "--gpus-per-actor", "0.5", "--storage-options", '{"anon": true}')
+    assert spec.shards.sampling == Sampling(count=32) and spec.shards.shard_frames == 150
+    assert spec.shards.chunk_bytes == 8 << 20 and spec.detection.max_side == 1280
+    assert spec.detection.crops and spec.detection.crop_size == 112
+    assert spec.detection.budget["rnet_crops"] == 512 and spec.detection.budget["pnet_pixels"] == 64_000_000
+    assert spec.resources.gpus_per_actor == 0.5 and spec.storage_options == {"anon": True}
+
+
+@pytest.mark.parametrize("argv", [
+    ["--every", "2", "--fps", "5"], ["--every", "0"], ["--fps", "nan"], ["--crop-quality", "101"],
+    ["--storage-options", "[1]"], ["--crop-margin", "-1"], ["--budget-images", "0"],
+])
+def test_cli_rejects_bad_options(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse("v.mp4", "-o", "out", *argv)
+    assert exit_info.value.code == 2 and "error" in capsys.readouterr().err
