@@ -40,6 +40,9 @@ class FaceDetector:
             float32 elsewhere). Lower precisions speed up the networks; box arithmetic
             and NMS always run in float32.
         weights_dir: folder with pnet.pt, rnet.pt and onet.pt; None uses the bundled ones.
+        packed_pyramid: run P-Net's trunk once over all pyramid levels packed into one
+            canvas; None packs on CUDA (launch-bound) and not on the CPU (where the
+            canvas's unused cells cost arithmetic). Results are the same either way.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class FaceDetector:
         budget: WorkBudget | None = None,
         precision: str = "auto",
         weights_dir: str | Path | None = None,
+        packed_pyramid: bool | None = None,
     ) -> None:
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
@@ -75,6 +79,7 @@ class FaceDetector:
             rnet_batch=self.budget.rnet_crops,
             onet_batch=self.budget.onet_crops,
             compute_dtype=PRECISIONS[precision],
+            packed_pyramid=self.device.type == "cuda" if packed_pyramid is None else bool(packed_pyramid),
         )
         self.controller = BatchController(self.budget)
         self.nets = tuple(

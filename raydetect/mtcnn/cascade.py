@@ -17,6 +17,7 @@ import torch
 from raydetect.mtcnn import boxes as box_ops
 from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE, ONet, PNet, RNet, normalize
 from raydetect.mtcnn.nms import nms
+from raydetect.mtcnn.packing import pack, unpack
 from raydetect.mtcnn.resample import SummedAreaTables
 
 # Overlap thresholds of the original cascade.
@@ -38,6 +39,9 @@ class CascadeConfig:
         onet_batch: at most this many 48x48 crops per O-Net forward pass.
         compute_dtype: None for float32, else the autocast dtype of the forward passes
             (torch.float16 on CUDA, torch.bfloat16 on CPUs with AMX).
+        packed_pyramid: run P-Net's trunk once over all levels packed into one canvas
+            (fewer, larger passes: the GPU setting) instead of once per level (less
+            arithmetic: the CPU setting). Both give the same candidates.
     """
 
     min_face_size: float = 20.0
@@ -46,6 +50,7 @@ class CascadeConfig:
     rnet_batch: int = 4096
     onet_batch: int = 1024
     compute_dtype: torch.dtype | None = None
+    packed_pyramid: bool = False
 
 
 @dataclass
@@ -74,14 +79,26 @@ class CascadeOutput:
     stats: dict = field(default_factory=dict)
 
 
+def _precision(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def _forward(net: torch.nn.Module, crops: torch.Tensor, dtype: torch.dtype | None):
     """Run a network under the configured precision; outputs come back as float32."""
-    context = (
-        torch.autocast(device_type=crops.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    )
-    with context:
+    with _precision(crops.device, dtype):
         outputs = net(normalize(crops))
     return tuple(out.float() for out in outputs)
+
+
+def _pnet_over_levels(pnet: PNet, levels: list[torch.Tensor], config: CascadeConfig):
+    """(face_prob, offsets) of every level, level by level or in one packed trunk pass."""
+    if not config.packed_pyramid or len(levels) == 1:
+        return [_forward(pnet, level, config.compute_dtype) for level in levels]
+    with _precision(levels[0].device, config.compute_dtype):
+        canvas, placements = pack([pnet.stem(normalize(level)) for level in levels])
+        face_prob, offsets = pnet.trunk(canvas)
+    shrink = PNet.TRUNK_SHRINK
+    return [(unpack(face_prob, p, shrink).float(), unpack(offsets, p, shrink).float()) for p in placements]
 
 
 def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: CascadeConfig):
@@ -100,10 +117,10 @@ def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: C
     for (height, width), members in _group_by_shape(sizes.tolist()).items():
         member_index = torch.tensor(members, dtype=torch.long, device=device)
         whole = torch.tensor([[0, 0, width, height]], dtype=torch.long, device=device).expand(len(members), 4)
-        for scale in box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor):
-            level = tables.resample(member_index, whole, *box_ops.level_size(height, width, scale))
-            pixels += level.shape[0] * level.shape[2] * level.shape[3]
-            face_prob, offsets = _forward(pnet, level, config.compute_dtype)
+        scales = box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor)
+        levels = [tables.resample(member_index, whole, *box_ops.level_size(height, width, s)) for s in scales]
+        pixels += sum(level.shape[0] * level.shape[2] * level.shape[3] for level in levels)
+        for scale, (face_prob, offsets) in zip(scales, _pnet_over_levels(pnet, levels, config)):
             local_index, boxes, scores, box_offsets = box_ops.pnet_proposals(
                 face_prob, offsets, scale, config.thresholds[0]
             )

@@ -36,6 +36,11 @@ class PNet(nn.Module):
 
     forward(x: (N, 3, H, W)) -> (face_prob (N, H', W'), offsets (N, 4, H', W')),
     with H' = ceil((H - 2) / 2) - 4 (likewise W').
+
+    It splits into :meth:`stem` (the layers up to the only pooling) and :meth:`trunk`
+    (unpadded convolutions only, so an output cell depends on a 5x5 window of stem
+    features and nothing else): stems of several pyramid levels can be packed side by
+    side into one canvas and go through the trunk in a single pass.
     """
 
     def __init__(self) -> None:
@@ -50,12 +55,22 @@ class PNet(nn.Module):
         self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
         self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.prelu2(self.conv2(x))
+    # The trunk's output shrinks its input by this many cells on each axis (two 3x3 convolutions).
+    TRUNK_SHRINK = 4
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, 10, ceil((H - 2) / 2), ceil((W - 2) / 2))."""
+        return self.pool1(self.prelu1(self.conv1(x)))
+
+    def trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
+        x = self.prelu2(self.conv2(features))
         x = self.prelu3(self.conv3(x))
         face_prob = torch.softmax(self.conv4_1(x), dim=1)[:, 1]
         return face_prob, self.conv4_2(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.trunk(self.stem(x))
 
 
 class RNet(nn.Module):
