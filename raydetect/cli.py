@@ -29,13 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(f"raydetect.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"raydetect.commands.{module_name}":
-                continue  # command not built into this installation
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"raydetect.commands.{module_name}").register(subparsers)
     return parser
 
 
