@@ -29,10 +29,14 @@ class BatchingConfig:
             pixels of every pyramid level (about ``2 * H * W * (12 / min_face_size)^2`` each).
             A request larger than the budget runs alone.
         batch_wait_timeout_s: how long the first request of a batch waits for others, seconds.
+            0 by default: batches still form under load, from the requests that queue while the
+            detector is busy (see :mod:`raydetect.batch_merger`), and a lone request waits for
+            nothing. A few milliseconds can fill batches better where the detector is fast
+            (a GPU) and requests arrive just apart.
     """
 
     max_batch_pixels: int = 8_000_000
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
         _require(isinstance(self.max_batch_pixels, int) and self.max_batch_pixels >= 1,

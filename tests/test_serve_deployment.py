@@ -146,7 +146,7 @@ def test_fixed_replicas_on_gpu():
     options = detector_deployment_options(ServeOptions(replicas=3, gpus_per_replica=0.5, max_batch_pixels=99))
     assert options["num_replicas"] == 3 and "autoscaling_config" not in options
     assert options["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.5}
-    assert options["user_config"] == {"max_batch_pixels": 99, "batch_wait_timeout_s": 0.01}
+    assert options["user_config"] == {"max_batch_pixels": 99, "batch_wait_timeout_s": 0.0}
 
 
 def test_autoscaling_when_max_replicas_is_larger():
