@@ -27,8 +27,7 @@ from raydetect.errors import RaydetectError
 # FFmpeg's own log lines ("moov atom not found", ...) would flood worker logs on bad inputs;
 # every failure is reported through VideoError instead.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-with contextlib.suppress(AttributeError):
-    cv2.setLogLevel(0)
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp",
@@ -65,7 +64,12 @@ def is_local(location: str) -> bool:
 
 
 def local_path(location: str) -> str:
-    return location[len("file://"):] if location.startswith("file://") else location
+    """The file system path of a plain path or ``file://`` URL (percent-escapes decoded)."""
+    if not location.startswith("file://"):
+        return location
+    from urllib.parse import unquote
+
+    return unquote(location[len("file://"):])
 
 
 @contextlib.contextmanager

@@ -140,6 +140,12 @@ def test_sampling_rejects_bad_options():
             Sampling(**kwargs)
 
 
+def test_file_urls_with_escaped_characters(data_dir, tmp_path):
+    path = tmp_path / "a clip #1.avi"
+    path.write_bytes((data_dir / HAMILTON).read_bytes())
+    assert probe(path.as_uri()).frame_count == 45  # as_uri() writes "a%20clip%20%231.avi"
+
+
 def test_opening_through_fsspec_memory_and_file_urls(data_dir):
     path = data_dir / CROWD
     with fsspec.open("memory://videos/crowd.mp4", "wb") as out:
