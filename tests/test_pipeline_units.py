@@ -257,3 +257,25 @@ def test_cli_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _parse("v.mp4", "-o", "out", *argv)
     assert exit_info.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_a_video_is_complete_when_every_chunk_of_every_shard_reported_once():
+    from raydetect.pipeline import _VideoState
+    from raydetect.sources import VideoInput
+
+    def record(shard, chunk, last, faces=1, error=""):
+        return {"shard_number": shard, "num_shards": 2, "chunk_index": chunk, "last_chunk": last, "error": error,
+                "frames_read": 3, "frames_detected": 1, "faces": faces, "seconds": 0.5, "frame_count": 6,
+                "fps": 25.0, "width": 64, "height": 48}
+
+    state = _VideoState(VideoInput("v.mp4"))
+    assert state.add(record(1, 1, True)) and not state.complete  # out of order: shard 1's last chunk first
+    assert state.add(record(0, 0, True)) and not state.complete  # shard 1's chunk 0 still missing
+    assert not state.add(record(0, 0, True))  # a chunk redone after an actor restart counts once
+    assert state.add(record(1, 0, False)) and state.complete
+    assert state.row()["faces"] == 3 and state.row()["frames_decoded"] == 9 and state.row()["status"] == "ok"
+
+    failed = _VideoState(VideoInput("w.mp4", "FAKE"))
+    failed.add(record(0, 0, True))
+    failed.add(record(1, 0, True, error="w.mp4: truncated or corrupt"))
+    assert failed.complete and failed.row()["status"] == "error" and failed.row()["label"] == "FAKE"
