@@ -89,6 +89,10 @@ class AnnotationSet:
     def num_faces(self) -> int:
         return sum(len(faces) for faces in self.images.values())
 
+    def restricted(self, keys) -> "AnnotationSet":
+        """The same annotations for the images in ``keys`` only (e.g. those given on a command line)."""
+        return AnnotationSet({key: self.images[key] for key in keys}, self.subsets, self.source)
+
     def resolve(self, images_root: Path) -> dict[str, Path]:
         """Image key -> existing file, looking under ``images_root`` and then the annotation folder.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -67,3 +67,19 @@ def list_images(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise ImageFileError(f"not found: {entry}")
     return found
+
+
+class LazyImages(Mapping):
+    """Key -> RGB pixels, read from disk on each access, so a large set never sits in memory at once."""
+
+    def __init__(self, files: Mapping[str, Path]) -> None:
+        self._files = dict(files)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return read_image(self._files[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)

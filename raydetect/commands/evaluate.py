@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
             timing = None
         else:
             detections, timing = _detect(files, args)
-        scope = type(annotations)({k: annotations.images[k] for k in files}, annotations.subsets, annotations.source)
-        report = evaluate(detections, scope, iou=args.iou, subsets=subsets)
+        report = evaluate(detections, annotations.restricted(files), iou=args.iou, subsets=subsets)
     except (AnnotationError, RaydetectError, ValueError) as exc:
         print(f"raydetect eval: {exc}", file=sys.stderr)
         return 2
@@ -94,13 +93,13 @@ def _annotation_path(args: argparse.Namespace) -> Path:
 
 def _detect(files: dict[str, Path], args: argparse.Namespace):
     from raydetect.commands.detector_args import build_detector
-    from raydetect.image_files import read_image
+    from raydetect.image_files import LazyImages
     from raydetect.measure import run_detector
 
     if args.batch < 1:
         raise ValueError("--batch must be >= 1")
-    frames = {key: read_image(path) for key, path in files.items()}
-    run = run_detector(build_detector(args), frames, args.batch)
+    # Images are read batch by batch (reading is not timed): a full WIDER split never sits in memory.
+    run = run_detector(build_detector(args), LazyImages(files), args.batch)
     timing = {
         "images": run.frames,
         "ms_per_image": run.ms_per_frame,

@@ -216,8 +216,7 @@ def _load_images(args):
             raise AnnotationError("--annotations FILE is required for IMAGES (no annotations.json in the folder)")
     annotations = load_annotations(path)
     files = select_images(annotations, args.images)
-    scope = type(annotations)({k: annotations.images[k] for k in files}, annotations.subsets, annotations.source)
-    return scope, {key: read_image(p) for key, p in files.items()}
+    return annotations.restricted(files), {key: read_image(p) for key, p in files.items()}
 
 
 def _load_videos(args) -> dict:
