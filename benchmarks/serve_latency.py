@@ -7,7 +7,7 @@ of requests at each concurrency to each application, alternating them so both se
 machine load; medians over rounds are reported.
 
     .venv/bin/python benchmarks/serve_latency.py [--image tests/data/obama-240p.jpg]
-        [--concurrency 1 8 32] [--requests 64] [--rounds 3] [--max-batch-pixels 8000000]
+        [--concurrency 1 8 32] [--requests 64] [--rounds 3] [--max-batch-pixels P]
         [--batch-wait-ms 0] [--output serve_latency.json]
 
 Prints a Markdown table (medians over rounds, throughput range over rounds, requests per batch
@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level and round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-batch-pixels", type=int, default=8_000_000)
+    parser.add_argument("--max-batch-pixels", type=int, default=None, help="default: the service's (CPU: 1,000,000)")
     parser.add_argument("--batch-wait-ms", type=float, default=0.0)
     parser.add_argument("--timeout-s", type=float, default=600, help="bound on one level of one round")
     parser.add_argument("--output", type=Path, default=Path("serve_latency.json"))

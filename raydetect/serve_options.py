@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 MIB = 2**20
 TOKEN_ENV = "RAYDETECT_API_TOKEN"
+# Default batch budget of a GPU replica, as in cluster/serve.yaml: about 20 frames of 1920x1080
+# at min_face_size 20, within the detector's own 64M-pixel pass budget on CUDA (not measured here).
+GPU_BATCH_PIXELS = 32_000_000
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,9 @@ class BatchingConfig:
     Attributes:
         max_batch_pixels: budget of one batch in P-Net pixels: the sum over requests of the
             pixels of every pyramid level (about ``2 * H * W * (12 / min_face_size)^2`` each).
-            A request larger than the budget runs alone.
+            A request larger than the budget runs alone. The default suits CPU replicas:
+            there, larger batches measured slower per image (docs/benchmarks.md, "Serve");
+            GPU replicas take far more (:data:`GPU_BATCH_PIXELS`).
         batch_wait_timeout_s: how long the first request of a batch waits for others, seconds.
             0 by default: batches still form under load, from the requests that queue while the
             detector is busy (see :mod:`raydetect.batch_merger`), and a lone request waits for
@@ -35,7 +40,7 @@ class BatchingConfig:
             (a GPU) and requests arrive just apart.
     """
 
-    max_batch_pixels: int = 8_000_000
+    max_batch_pixels: int = 1_000_000
     batch_wait_timeout_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -134,8 +139,8 @@ class ServeOptions:
     ingress_max_ongoing_requests: int = 256
     device: str | None = None
     api_token: str | None = field(default=None, repr=False)
-    # BatchingConfig
-    max_batch_pixels: int = BatchingConfig.max_batch_pixels
+    # BatchingConfig (max_batch_pixels None: BatchingConfig's default on CPU, GPU_BATCH_PIXELS with GPUs)
+    max_batch_pixels: int | None = None
     batch_wait_timeout_s: float = BatchingConfig.batch_wait_timeout_s
     # RequestLimits
     max_image_bytes: int = RequestLimits.max_image_bytes
@@ -169,7 +174,10 @@ class ServeOptions:
         return self.max_replicas is not None and self.max_replicas > self.replicas
 
     def batching(self) -> BatchingConfig:
-        return BatchingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(BatchingConfig)})
+        pixels = self.max_batch_pixels
+        if pixels is None:
+            pixels = GPU_BATCH_PIXELS if self.gpus_per_replica else BatchingConfig.max_batch_pixels
+        return BatchingConfig(max_batch_pixels=pixels, batch_wait_timeout_s=self.batch_wait_timeout_s)
 
     def limits(self) -> RequestLimits:
         return RequestLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RequestLimits)})

@@ -149,6 +149,14 @@ def test_fixed_replicas_on_gpu():
     assert options["user_config"] == {"max_batch_pixels": 99, "batch_wait_timeout_s": 0.0}
 
 
+def test_default_batch_budget_follows_placement():
+    from raydetect.serve_options import GPU_BATCH_PIXELS
+
+    assert ServeOptions().batching().max_batch_pixels == BatchingConfig().max_batch_pixels == 1_000_000
+    assert ServeOptions(gpus_per_replica=1).batching().max_batch_pixels == GPU_BATCH_PIXELS
+    assert ServeOptions(gpus_per_replica=1, max_batch_pixels=5).batching().max_batch_pixels == 5
+
+
 def test_autoscaling_when_max_replicas_is_larger():
     options = detector_deployment_options(ServeOptions(replicas=1, max_replicas=4, target_ongoing_requests=8))
     assert "num_replicas" not in options and "num_gpus" not in options["ray_actor_options"]

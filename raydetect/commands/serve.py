@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from raydetect.serve_options import MIB, TOKEN_ENV, ServeOptions
+from raydetect.serve_options import GPU_BATCH_PIXELS, MIB, TOKEN_ENV, BatchingConfig, ServeOptions
 
 APP_NAME = "raydetect"
 
@@ -61,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="Ray cluster to join (default $RAY_ADDRESS, else a local instance)")
 
     batching = parser.add_argument_group("batching (changeable at runtime through the deployment's user_config)")
-    batching.add_argument("--max-batch-pixels", type=int, default=defaults.max_batch_pixels, metavar="P",
-                          help="P-Net pixels per batch, all pyramid levels (default %(default)d)")
+    batching.add_argument("--max-batch-pixels", type=int, default=None, metavar="P",
+                          help=f"P-Net pixels per batch, all pyramid levels (default {BatchingConfig.max_batch_pixels} "
+                               f"on CPU, {GPU_BATCH_PIXELS} with --gpus-per-replica)")
     batching.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_timeout_s * 1000, metavar="MS",
                           help="how long a batch waits to fill, milliseconds (default %(default)g)")
     batching.add_argument("--max-ongoing-requests", type=int, default=defaults.max_ongoing_requests, metavar="N",
