@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from raydetect.evaluation import evaluate
 
     try:
+        if not 0.0 < args.iou <= 1.0:
+            raise ValueError(f"iou must be in (0, 1], got {args.iou}")
         annotations = load_annotations(_annotation_path(args))
         files = select_images(annotations, args.images)
         subsets = args.subsets.split(",") if args.subsets else None
