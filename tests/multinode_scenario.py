@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 
 # Before ray is imported: every listener on 127.0.0.1; no token on this throwaway local cluster.
+# RAY_TMPDIR keeps every file Ray writes in WORKDIR, the "current cluster" address file included: left in
+# /tmp/ray, it would make any other process's plain ray.init() on this machine join this cluster.
+if len(sys.argv) > 1:
+    os.environ["RAY_TMPDIR"] = str(Path(sys.argv[1]).resolve())
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"

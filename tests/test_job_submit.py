@@ -76,6 +76,7 @@ def start_local_head() -> LocalHead:
         RAY_AUTH_MODE="token",  # as on a real cluster: the job API demands the token
         RAY_AUTH_TOKEN=token,  # given by variable, so no ~/.ray/auth_token is written or read
         RAY_USAGE_STATS_ENABLED="0",
+        RAY_TMPDIR=temp_dir,  # whatever Ray writes without being told where stays in the temp dir too
         # The entrypoint's `python` is this interpreter, as on a node whose image has the project's Python.
         PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )
