@@ -613,3 +613,37 @@ def test_image_copies_only_paths_that_exist_and_installs_a_real_extra():
     assert installed, "neither the image nor the launcher installs the project with its s3 extra"
     for group in installed:
         assert set(group.split(",")) <= extras, f"pyproject.toml has no extra {group!r}"
+
+
+def click_command(argv: list[str]):
+    """The click command a documented `ray ...` / `serve ...` line runs, and the arguments left for it."""
+    import click
+
+    if argv[0] == "ray":
+        from ray.scripts.scripts import cli
+    elif argv[0] == "serve":
+        from ray.serve.scripts import cli
+    else:
+        return None, []
+    command, rest = cli, argv[1:]
+    while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+        command, rest = command.commands[rest[0]], rest[1:]
+    return command, rest
+
+
+def test_documented_ray_and_serve_commands_use_real_options():
+    checked = 0
+    for line in documented_commands():
+        for argv in shell_commands(line):
+            _, argv = split_env_prefix(argv)
+            if not argv or argv[0] not in ("ray", "serve"):
+                continue
+            command, rest = click_command(argv)
+            assert command is not None and not hasattr(command, "commands"), f"no such command: {line}"
+            options = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+            own = rest[: rest.index("--")] if "--" in rest else rest  # after `--` comes the job's entrypoint
+            for token in own:
+                if token.startswith("-"):
+                    assert token.split("=", 1)[0] in options, f"`{' '.join(argv[:3])}` has no option {token}"
+            checked += 1
+    assert checked >= 8, "docs/cluster.md lost its ray / serve commands"
