@@ -39,7 +39,6 @@ DOCKERFILE = CLUSTER / "Dockerfile"
 CLUSTER_DOC = REPO / "docs" / "cluster.md"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-PUBLIC_HOSTS = {"0.0.0.0", "::", "[::]"}
 CONTROL_PLANE_PORTS = {6379, 8265, 10001}  # GCS, dashboard / job API, Ray client
 
 
@@ -261,7 +260,6 @@ def test_launcher_installs_the_project_on_every_node(aws):
         else:
             commands = aws["setup_commands"] + aws["worker_setup_commands"]
         assert installs_project(commands), f"node type {name} never installs {project_dir}"
-    assert (REPO / "pyproject.toml").is_file()
 
 
 def test_launcher_start_commands_are_valid_ray_start_invocations(aws):
