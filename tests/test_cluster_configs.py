@@ -594,6 +594,10 @@ def test_documented_files_exist():
         for token in shlex.split(line, comments=True):
             if re.fullmatch(r"(cluster|jobs|docs|benchmarks)/[\w./-]+\.(ya?ml|py|md)", token):
                 assert (REPO / token).is_file(), f"docs/cluster.md names {token}, which does not exist"
+    # The configs' own comments point at files too.
+    for config in [*CLUSTER.rglob("*.yaml"), DOCKERFILE, CLUSTER_DOC]:
+        for named in re.findall(r"\b((?:cluster|jobs|docs|tests|raydetect)/[\w./-]*\w\.(?:ya?ml|py|md|sh))\b", config.read_text()):
+            assert (REPO / named).is_file(), f"{config.relative_to(REPO)} names {named}, which does not exist"
 
 
 # ----------------------------------------------------------------------------------------- image
