@@ -6,8 +6,8 @@ Time per frame is modelled as
 
 P-Net work follows from the frame size and options alone (:mod:`raydetect.pyramid_plan`); the
 candidate counts depend on what the frame shows, which is why no estimate can be exact. The
-coefficients are fitted by least squares to timings of the real detector on this machine (the
-fastest of five calls per frame, the cost without interference from other work):
+coefficients are fitted to timings of the real detector on this machine (the fastest of five
+calls per frame, the cost without interference from other work), the P-Net terms first:
 uniform frames of several sizes (P-Net only: nothing there to propose), the bundled sample
 video's frames, and tiles of them (many candidates), the latter at two R-Net thresholds so
 R-Net and O-Net candidate counts vary apart. The typical candidate density (candidates per
@@ -32,9 +32,9 @@ import numpy as np
 from raydetect.pyramid_plan import PyramidPlan, plan_pyramid
 
 CACHE_ENV = "RAYDETECT_CACHE_DIR"
-CALIBRATION_VERSION = 2  # 2: samples keep the fastest of the repeats, not the median
+CALIBRATION_VERSION = 3  # 2: fastest of the repeats, not the median; 3: P-Net terms fitted on their own
 # Frame sizes (height, width) of the uniform P-Net-only frames.
-UNIFORM_SIZES = ((360, 640), (720, 1280), (1080, 1920))
+UNIFORM_SIZES = ((360, 640), (540, 960), (720, 1280), (1080, 1920))
 CALIBRATION_MIN_FACE = 20
 CALIBRATION_SCALE_FACTOR = 0.709
 
@@ -197,21 +197,38 @@ def measure_calibration(
 
 
 def fit_cost_model(samples: Sequence[Sample]) -> tuple[float, float, float, float]:
-    """Non-negative least squares for (fixed, per GMAC, per R-Net candidate, per O-Net candidate).
+    """(fixed ms, ms per P-Net GMAC, ms per R-Net candidate, ms per O-Net candidate).
 
-    Coefficients that come out negative (noise on a term that barely varies) are set to zero
-    and the rest refitted, so every term adds time.
+    Two steps, so noise in the candidate-heavy timings cannot bend the P-Net terms: the frames
+    without candidates (P-Net only) fix ``fixed`` and ``per GMAC``; the other frames' time left
+    over after those fixes the two per-candidate costs. With fewer than two candidate-free
+    frames, all four are fitted together. Every fit is non-negative least squares.
     """
     design = np.array([[1.0, s.gmacs, s.rnet_candidates, s.onet_candidates] for s in samples])
     target = np.array([s.ms for s in samples])
-    active = list(range(4))
+    pnet_only = (design[:, 2] == 0) & (design[:, 3] == 0)
+    if pnet_only.sum() < 2:
+        return tuple(float(v) for v in _nonnegative_lstsq(design, target))
+    fixed, per_gmac = _nonnegative_lstsq(design[pnet_only, :2], target[pnet_only])
+    rest = ~pnet_only
+    per_rnet, per_onet = (0.0, 0.0)
+    if rest.any():
+        leftover = target[rest] - fixed - per_gmac * design[rest, 1]
+        per_rnet, per_onet = _nonnegative_lstsq(design[rest, 2:], leftover)
+    return float(fixed), float(per_gmac), float(per_rnet), float(per_onet)
+
+
+def _nonnegative_lstsq(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0: a negative one (noise on a term that barely
+    varies) is dropped and the rest refitted."""
+    active = list(range(design.shape[1]))
     while True:
-        solution = np.zeros(4)
+        solution = np.zeros(design.shape[1])
         if active:
             solution[active] = np.linalg.lstsq(design[:, active], target, rcond=None)[0]
         negative = [i for i in active if solution[i] < 0]
         if not negative:
-            return tuple(float(v) for v in solution)
+            return solution
         active.remove(min(negative, key=lambda i: solution[i]))
 
 

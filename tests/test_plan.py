@@ -83,11 +83,22 @@ def test_small_frames_and_bad_options():
 
 def test_fit_recovers_a_known_cost_model():
     rng = np.random.default_rng(1)
-    samples = []
+    samples = [Sample(f"uniform {g}", g, 0, 0, 0, 4.0 + 30 * g) for g in (0.3, 1.2, 2.7)]  # P-Net only
     for k in range(12):
         gmacs, rnet, onet = rng.uniform(0.1, 3), int(rng.integers(0, 2000)), int(rng.integers(0, 300))
         samples.append(Sample(f"s{k}", gmacs, 0, rnet, onet, 4.0 + 30 * gmacs + 0.05 * rnet + 0.4 * onet))
     np.testing.assert_allclose(fit_cost_model(samples), (4.0, 30.0, 0.05, 0.4), rtol=1e-6)
+
+
+def test_pnet_terms_come_from_pnet_only_frames():
+    # The candidate-heavy frame is 500 ms slower than any model predicts (another job ran):
+    # the P-Net terms still come out exact, only the candidate terms absorb the noise.
+    samples = [Sample("u", g, 0, 0, 0, 10 + 100 * g) for g in (0.5, 1.0, 2.0)]
+    samples += [Sample("busy", 1.0, 0, 300, 40, 110 + 0.2 * 300 + 1.0 * 40 + 500),
+                Sample("calm", 0.5, 0, 100, 10, 60 + 0.2 * 100 + 1.0 * 10)]
+    fixed, per_gmac, per_rnet, per_onet = fit_cost_model(samples)
+    assert (fixed, per_gmac) == pytest.approx((10.0, 100.0))
+    assert per_rnet >= 0 and per_onet >= 0
 
 
 def test_fit_never_returns_negative_costs():
@@ -129,7 +140,7 @@ def test_calibration_is_cached(tmp_path, monkeypatch):
     assert again.ms_per_gmac == first.ms_per_gmac
     path.write_text("{broken")
     load_or_measure("cpu", measure=measure)
-    assert len(calls) == 2 and json.loads(path.read_text())["version"] == 2
+    assert len(calls) == 2 and json.loads(path.read_text())["version"] == 3
 
 
 def test_plan_command_without_time(capsys):
