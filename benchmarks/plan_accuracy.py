@@ -2,9 +2,9 @@
 
 For each video and minimum face size: the plan's estimate (from the cached calibration, or a
 fresh one with --recalibrate), then the detector timed on sampled frames one frame per call
-(as the calibration times it), each frame timed --repeats times. Per frame the fastest call is
-kept (the calibration's statistic: other work on a shared machine only adds time), and the
-table shows the median over frames of that; the median of all calls is kept in the JSON. A second estimate plugs in the candidate
+(as the calibration times it), --repeats calls per frame in rounds over the frames. Per frame
+the fastest call is kept (the calibration's statistic: other work on a shared machine only adds
+time), and the table shows the median over frames of that. A second estimate plugs in the candidate
 counts actually observed, which separates the cost model's error from the content's (the
 candidates a frame produces cannot be known before running).
 
@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from raydetect import FaceDetector
-from raydetect.calibration import load_or_measure
+from raydetect.calibration import load_or_measure, time_frames
 from raydetect.pyramid_plan import plan_pyramid
 from raydetect.video import FrameRange, Sampling, probe
 
@@ -35,23 +34,18 @@ def sample_frames(video: str, count: int) -> list[np.ndarray]:
     return [frame.image for frame in frames]
 
 
-def measure(detector: FaceDetector, frames: list[np.ndarray], repeats: int) -> dict:
-    detector.detect([frames[0]])  # warm-up
-    fastest, every_call, rnet, onet, faces = [], [], [], [], []
+def measure(detector: FaceDetector, frames: list[np.ndarray], repeats: int, min_face_size: float) -> dict:
+    """Per frame the fastest of ``repeats`` calls, in rounds over the frames (as the calibration does)."""
+    jobs = [(str(index), detector, frame) for index, frame in enumerate(frames)]
+    samples = time_frames(jobs, repeats, min_face_size)
+    counts = []
     for frame in frames:
-        calls = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            found = detector.detect([frame])
-            calls.append((time.perf_counter() - start) * 1000)
-        fastest.append(min(calls))
-        every_call.extend(calls)
-        rnet.append(detector.last_stats["rnet_candidates"])
-        onet.append(detector.last_stats["onet_candidates"])
-        faces.append(len(found[0]))
-    return {"median_ms": float(np.median(fastest)), "median_all_calls_ms": float(np.median(every_call)),
-            "fastest_ms": fastest, "rnet": float(np.mean(rnet)), "onet": float(np.mean(onet)),
-            "faces": float(np.mean(faces))}
+        found = detector.detect([frame])
+        counts.append((detector.last_stats["rnet_candidates"], detector.last_stats["onet_candidates"], len(found[0])))
+    fastest = [s.ms for s in samples]
+    return {"median_ms": float(np.median(fastest)), "fastest_ms": fastest,
+            "rnet": float(np.mean([c[0] for c in counts])), "onet": float(np.mean([c[1] for c in counts])),
+            "faces": float(np.mean([c[2] for c in counts]))}
 
 
 def main() -> int:
@@ -65,7 +59,8 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    calibration, path, measured = load_or_measure(args.device, args.recalibrate, log=lambda m: print(m, file=sys.stderr))
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    calibration, path, measured = load_or_measure(args.device, args.recalibrate, log=log)
     print(f"calibration {path} ({'measured now' if measured else 'cached'}): fixed {calibration.fixed_ms:.1f} ms, "
           f"{calibration.ms_per_gmac:.1f} ms/GMAC, {calibration.ms_per_rnet_candidate:.3f} ms/R-Net candidate, "
           f"{calibration.ms_per_onet_candidate:.3f} ms/O-Net candidate")
@@ -79,7 +74,7 @@ def main() -> int:
         for m in (float(v) for v in args.min_face_sizes.split(",")):
             plan = plan_pyramid(height, width, m)
             estimate = calibration.estimate_ms(plan)
-            result = measure(FaceDetector(min_face_size=m, device=args.device), frames, args.repeats)
+            result = measure(FaceDetector(min_face_size=m, device=args.device), frames, args.repeats, m)
             informed = calibration.estimate_ms(plan, result["rnet"], result["onet"])
             row = {"video": Path(video).name, "width": width, "height": height, "min_face_size": m,
                    "pnet_gmacs": plan.macs / 1e9, "estimate_ms": estimate["ms"], "floor_ms": estimate["floor_ms"],

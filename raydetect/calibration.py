@@ -7,7 +7,8 @@ Time per frame is modelled as
 P-Net work follows from the frame size and options alone (:mod:`raydetect.pyramid_plan`); the
 candidate counts depend on what the frame shows, which is why no estimate can be exact. The
 coefficients are fitted to timings of the real detector on this machine (the fastest of five
-calls per frame, the cost without interference from other work), the P-Net terms first:
+calls per frame, taken in rounds over all frames: the cost without interference from other work),
+the P-Net terms first:
 uniform frames of several sizes (P-Net only: nothing there to propose), the bundled sample
 video's frames, and tiles of them (many candidates), the latter at two R-Net thresholds so
 R-Net and O-Net candidate counts vary apart. The typical candidate density (candidates per
@@ -32,7 +33,8 @@ import numpy as np
 from raydetect.pyramid_plan import PyramidPlan, plan_pyramid
 
 CACHE_ENV = "RAYDETECT_CACHE_DIR"
-CALIBRATION_VERSION = 3  # 2: fastest of the repeats, not the median; 3: P-Net terms fitted on their own
+# 2: fastest of the repeats, not the median; 3: P-Net terms fitted on their own; 4: repeats in rounds
+CALIBRATION_VERSION = 4
 # Frame sizes (height, width) of the uniform P-Net-only frames.
 UNIFORM_SIZES = ((360, 640), (540, 960), (720, 1280), (1080, 1920))
 CALIBRATION_MIN_FACE = 20
@@ -170,20 +172,18 @@ def measure_calibration(
     options = dict(min_face_size=CALIBRATION_MIN_FACE, scale_factor=CALIBRATION_SCALE_FACTOR, device=device)
     detector = FaceDetector(**options)
     strict = FaceDetector(thresholds=(0.6, 0.95, 0.7), **options)
-    samples = []
-    for height, width in uniform_sizes:
-        frame = np.full((height, width, 3), 128, np.uint8)
-        samples.append(_time_frame(detector, frame, f"uniform {width}x{height}", repeats))
+    jobs = [
+        (f"uniform {width}x{height}", detector, np.full((height, width, 3), 128, np.uint8))
+        for height, width in uniform_sizes
+    ]
     frames = load_sample_frames(sample_frames)
-    typical = []
-    for index, frame in enumerate(frames):
-        sample = _time_frame(detector, frame, f"sample frame {index}", repeats)
-        samples.append(sample)
-        typical.append(sample)
+    jobs += [(f"sample frame {index}", detector, frame) for index, frame in enumerate(frames)]
     for n in tiles:
         mosaic = np.tile(frames[0], (n, n, 1))
-        for name, det in (("default", detector), ("strict R-Net", strict)):
-            samples.append(_time_frame(det, mosaic, f"{n}x{n} tiles, {name}", repeats))
+        for name, tile_detector in (("default", detector), ("strict R-Net", strict)):
+            jobs.append((f"{n}x{n} tiles, {name}", tile_detector, mosaic))
+    samples = time_frames(jobs, repeats)
+    typical = [s for s in samples if s.label.startswith("sample frame")]
     coefficients = fit_cost_model(samples)
     megapixels = np.array([s.pnet_pixels for s in typical], float) / 1e6
     return Calibration(
@@ -194,6 +194,35 @@ def measure_calibration(
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
         samples=samples,
     )
+
+
+def time_frames(
+    jobs: Sequence[tuple[str, object, np.ndarray]], repeats: int, min_face_size: float = CALIBRATION_MIN_FACE
+) -> list[Sample]:
+    """One Sample per ``(label, detector, frame)``: the fastest of ``repeats`` single-frame calls
+    (work counted for detectors built with ``min_face_size`` and the default scale factor).
+
+    The calls run in rounds (every job once, then again), so a burst of other work on a shared
+    machine slows one call of many jobs instead of every call of one job; and the minimum is
+    kept because other work only ever adds time.
+    """
+    for _, detector, frame in jobs:
+        detector.detect([frame])  # warm-up: first calls pay for allocation and kernel selection
+    times: list[list[float]] = [[] for _ in jobs]
+    counts: list[tuple[int, int]] = [(0, 0)] * len(jobs)
+    for _ in range(repeats):
+        for index, (_, detector, frame) in enumerate(jobs):
+            start = time.perf_counter()
+            detector.detect([frame])
+            _synchronize(detector)
+            times[index].append((time.perf_counter() - start) * 1000)
+            stats = detector.last_stats
+            counts[index] = (int(stats.get("rnet_candidates", 0)), int(stats.get("onet_candidates", 0)))
+    samples = []
+    for (label, _, frame), job_times, (rnet, onet) in zip(jobs, times, counts):
+        plan = plan_pyramid(frame.shape[0], frame.shape[1], min_face_size, CALIBRATION_SCALE_FACTOR)
+        samples.append(Sample(label, plan.macs / 1e9, plan.pixels, rnet, onet, float(np.min(job_times))))
+    return samples
 
 
 def fit_cost_model(samples: Sequence[Sample]) -> tuple[float, float, float, float]:
@@ -252,30 +281,6 @@ def load_sample_frames(count: int) -> list[np.ndarray]:
     if not frames:
         raise RuntimeError(f"could not decode the bundled sample video {path}")
     return frames
-
-
-def _time_frame(
-    detector, frame: np.ndarray, label: str, repeats: int, min_face_size: float = CALIBRATION_MIN_FACE
-) -> Sample:
-    """The fastest of ``repeats`` timed calls: on a shared machine other work only ever adds
-    time, so the minimum is the closest to the detector's own cost."""
-    detector.detect([frame])  # warm-up: first calls pay for allocation and kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        detector.detect([frame])
-        _synchronize(detector)
-        times.append((time.perf_counter() - start) * 1000)
-    stats = detector.last_stats
-    plan = plan_pyramid(frame.shape[0], frame.shape[1], min_face_size, CALIBRATION_SCALE_FACTOR)
-    return Sample(
-        label=label,
-        gmacs=plan.macs / 1e9,
-        pnet_pixels=plan.pixels,
-        rnet_candidates=int(stats.get("rnet_candidates", 0)),
-        onet_candidates=int(stats.get("onet_candidates", 0)),
-        ms=float(np.min(times)),
-    )
 
 
 def _synchronize(detector) -> None:

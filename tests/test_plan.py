@@ -140,7 +140,7 @@ def test_calibration_is_cached(tmp_path, monkeypatch):
     assert again.ms_per_gmac == first.ms_per_gmac
     path.write_text("{broken")
     load_or_measure("cpu", measure=measure)
-    assert len(calls) == 2 and json.loads(path.read_text())["version"] == 3
+    assert len(calls) == 2 and json.loads(path.read_text())["version"] == 4
 
 
 def test_plan_command_without_time(capsys):
