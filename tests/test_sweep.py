@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -145,3 +146,14 @@ def test_eval_needs_annotations_for_every_image(data_dir, tmp_path, capsys):
     assert "no annotation for this image" in capsys.readouterr().err
     assert main(["eval", str(tmp_path)]) == 2
     assert "--annotations FILE is required" in capsys.readouterr().err
+
+
+def test_eval_without_matplotlib_still_reports(data_dir, tmp_path, capsys, monkeypatch):
+    detections = tmp_path / "d.json"
+    detections.write_text(json.dumps({"images": {"2008_001009.jpg": [[0, 0, 10, 10, 0.9]]}}))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plots extra were not installed
+    argv = ["eval", str(data_dir / PHOTOS / "2008_001009.jpg"), "-a", str(data_dir / PHOTOS / "annotations.json"),
+            "--detections", str(detections), "--plot", str(tmp_path / "pr.png")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "1 images" in captured.out and "pip install 'raydetect[plots]'" in captured.err

@@ -79,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from raydetect.plots import plot_precision_recall
 
-        plot_precision_recall(report, args.plot, title=f"min face {args.min_face_size:g} px, IoU {args.iou:g}")
+        try:
+            plot_precision_recall(report, args.plot, title=f"min face {args.min_face_size:g} px, IoU {args.iou:g}")
+        except RuntimeError as exc:  # matplotlib missing: the figures above still stand
+            print(f"raydetect eval: no plot: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from raydetect.plots import plot_sweep
 
-        plot_sweep(rows, args.plot, title=_plot_title(image_frames, video_frames))
+        try:
+            plot_sweep(rows, args.plot, title=_plot_title(image_frames, video_frames))
+        except RuntimeError as exc:  # matplotlib missing: the table and JSON above still stand
+            print(f"raydetect sweep: no plot: {exc}", file=sys.stderr)
+            return 1
         print(f"wrote {args.plot}")
     return 0
 
