@@ -1,9 +1,15 @@
 """Pipeline overhead: the Ray Data job's frames per second against a plain loop of FaceDetector.
 
-The baseline decodes the same sampled frames into memory first and then times only
-``FaceDetector.detect`` over each video's frames (one call per video; the detector's own
-controller splits it into micro-batches), in this process, with the same torch thread count the
-pipeline's actor gets. The pipeline is timed end to end: listing, probing, decoding, detection,
+The baseline runs in a fresh Python process without Ray: it decodes the same sampled frames into
+memory first and then times only ``FaceDetector.detect`` over each video's frames (one call per
+video; the detector's own controller splits it into micro-batches), with the same torch thread
+count the pipeline's actor gets.
+
+Both sides run with ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-wait-policy``; the Ray workers get it
+through the runtime environment). On this shared 2-core machine, OpenMP's default active waiting
+made 2-thread detection erratic when other processes competed for the cores: the same 74 frames
+took from 4 s to 65 s in plain processes depending on load and on library load order, which made
+any comparison meaningless. Passive waiting kept it within a small factor of the best case. The pipeline is timed end to end: listing, probing, decoding, detection,
 writing Parquet, with Ray already started (a cluster outlives one job). Runs alternate
 (baseline, pipeline, baseline, ...) so both see the same machine load; medians are reported.
 
@@ -39,6 +45,17 @@ def decode_all(videos: list[str], sampling: Sampling) -> dict[str, list]:
         info = probe(video)
         frames[video] = [f.image for f in FrameRange(video, 0, None, sampling.selector(info), info.fps)]
     return frames
+
+
+def run_baseline_process(videos: list[str], every: int, min_face_size: float, threads: int) -> tuple[float, int, int]:
+    """:func:`run_baseline` in a fresh process (no Ray in it); returns its (seconds, frames, faces)."""
+    import json
+    import subprocess
+
+    command = [sys.executable, __file__, "--baseline-child", "--every", str(every),
+               "--min-face-size", str(min_face_size), "--threads", str(threads), "--videos-json", json.dumps(videos)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=os.environ.copy()).stdout
+    return tuple(json.loads(output.strip().splitlines()[-1]))
 
 
 def run_baseline(frames: dict[str, list], min_face_size: float, threads: int) -> tuple[float, int, int]:
@@ -78,22 +95,33 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--actors", type=int, default=None, help="pipeline actors (default: the job's own choice)")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY of both sides ('' keeps it)")
+    parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--videos-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline_child:
+        import json
+
+        frames = decode_all(json.loads(args.videos_json), Sampling(every=args.every))
+        print(json.dumps(run_baseline(frames, args.min_face_size, args.threads)))
+        return
 
     import ray
     from ray.data import DataContext
 
-    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    env_vars = {"OMP_WAIT_POLICY": args.omp_wait_policy} if args.omp_wait_policy else {}
+    os.environ.update(env_vars)  # the baseline's subprocess inherits it
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             runtime_env={"env_vars": env_vars})
     DataContext.get_current().enable_progress_bars = False
     videos = [item.video for item in list_inputs([args.videos])]
     sampling = Sampling(every=args.every)
-    frames = decode_all(videos, sampling)
-    print(f"{len(videos)} videos, {sum(len(f) for f in frames.values())} sampled frames (every {args.every}), "
-          f"min_face_size {args.min_face_size:g}, {os.cpu_count()} cores, torch threads {args.threads}")
+    print(f"{len(videos)} videos, every {args.every}th frame, min_face_size {args.min_face_size:g}, "
+          f"{os.cpu_count()} cores, torch threads {args.threads}, OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}")
 
     baseline, pipeline = [], []
     for repeat in range(args.repeats):
-        b_seconds, b_frames, b_faces = run_baseline(frames, args.min_face_size, args.threads)
+        b_seconds, b_frames, b_faces = run_baseline_process(videos, args.every, args.min_face_size, args.threads)
         p_seconds, p_frames, p_faces = run_pipeline(videos, sampling, args.min_face_size, args.actors, None)
         if (b_frames, b_faces) != (p_frames, p_faces):
             raise SystemExit(f"results differ: baseline {b_frames} frames {b_faces} faces, "

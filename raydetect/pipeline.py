@@ -31,6 +31,8 @@ from raydetect.sources import VideoInput, list_inputs
 
 log = logging.getLogger("raydetect.pipeline")
 
+DECODER_MEMORY = 256 << 20  # bytes a decode task needs beside its chunks (FFmpeg, one frame, Arrow buffers)
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -140,16 +142,6 @@ class DetectActor:
         return {name: [r[name] for r in results] for name in results[0]} if results else {}
 
 
-class _RemoteArgs:
-    """A picklable ``ray_remote_args_fn``: the same Ray remote arguments for every task."""
-
-    def __init__(self, **args):
-        self.args = args
-
-    def __call__(self) -> dict:
-        return dict(self.args)
-
-
 def _plain(value):
     """A numpy scalar from a Ray Data batch -> the Python value (bytes and str pass through)."""
     return value.item() if hasattr(value, "item") and not isinstance(value, (bytes, str)) else value
@@ -205,12 +197,12 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
     dataset = dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow")
     dataset = dataset.repartition(target_num_rows_per_block=1)
-    # Remote args given through a function: Ray Data never fuses such a step with its neighbours,
-    # so decoding stays in its own tasks even when its CPUs equal the actors' (a fused plan would
-    # decode inside the detector actors, one shard after another).
-    decode_args = _RemoteArgs(num_cpus=spec.resources.decode_cpus)
-    dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=decode_args.args["num_cpus"],
-                               ray_remote_args_fn=decode_args)
+    # A decode task holds the chunk it fills and the one it hands over, plus the decoder. Declaring
+    # that memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps
+    # with equal remote arguments): fused, shards would be decoded inside the detector actors, one
+    # after another, even when the decode CPUs equal the actors'.
+    decode_memory = 2 * shards.chunk_bytes + DECODER_MEMORY
+    dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus, memory=decode_memory)
     dataset = dataset.map_batches(
         DetectActor,
         fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options},

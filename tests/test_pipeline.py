@@ -211,15 +211,17 @@ def test_s3_in_and_out_on_a_real_s3_server(reference, s3_server, data_dir):
 
 
 def test_outputs_read_without_ray(reference):
-    """Plain Parquet types: pandas and pyarrow read DEST in a process where Ray cannot be imported."""
+    """Plain Parquet types: pandas, pyarrow and DuckDB read DEST in a process where Ray cannot be imported."""
     dest = reference[0]
     script = (
         "import sys; sys.modules['ray'] = None\n"
-        "import pandas as pd, pyarrow.parquet as pq\n"
+        "import duckdb, pandas as pd, pyarrow.parquet as pq\n"
         f"faces = pq.read_table({str(dest / 'faces')!r})\n"
         f"videos = pd.read_parquet({str(dest / 'videos')!r})\n"
+        f"sql = duckdb.sql(\"select count(*), max(len(landmarks)) from '{dest}/faces/*.parquet'\").fetchall()[0]\n"
         "print(faces.schema.to_string(show_schema_metadata=False))\n"
-        "print(len(faces), len(videos), pd.read_parquet(" + repr(str(dest / "faces")) + ").landmarks.iloc[0].size)\n"
+        "print(len(faces), len(videos), pd.read_parquet(" + repr(str(dest / "faces")) + ").landmarks.iloc[0].size,"
+        " *sql)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -227,7 +229,7 @@ def test_outputs_read_without_ray(reference):
     for field in ("video: string", "frame_index: int64", "timestamp_s: double", "x1: float", "score: float",
                   "landmarks: list<element: float>", "width: int32", "height: int32"):
         assert field in schema, field
-    assert result.stdout.strip().endswith(f"{reference[1].faces} 2 10")
+    assert result.stdout.strip().endswith(f"{reference[1].faces} 2 10 {reference[1].faces} 10")
 
 
 def test_without_source_the_quickstart_uses_the_bundled_sample():
