@@ -14,6 +14,7 @@ Listing happens once, on the driver; it opens manifests but not videos.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -84,10 +85,13 @@ def _expand(source: str, options: dict) -> list[VideoInput]:
 
 
 def _location(source: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
-    """A listed path in the style of the SOURCE it came from (a plain path stays a plain path)."""
-    if "://" not in source:
+    """A listed path in the style of the SOURCE it came from: a URL for a URL, a plain path for a
+    plain path, and relative to the working directory when the SOURCE was relative."""
+    if "://" in source:
+        return fs.unstrip_protocol(path)
+    if os.path.isabs(source):
         return path
-    return fs.unstrip_protocol(path)
+    return os.path.relpath(path)
 
 
 def _resolve(base_dir: str, path: str) -> str:

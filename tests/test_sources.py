@@ -154,3 +154,9 @@ def test_s3_prefix_glob_and_manifest_on_a_real_s3_server(s3_server, data_dir):
                            VideoInput("s3://sources-bucket/in/deep/two.avi", "FAKE")]
     # And the listed object opens as a video through s3fs.
     assert probe(by_manifest[0].video, s3_server).frame_count == 45
+
+
+def test_a_relative_source_lists_relative_paths(tree, monkeypatch):
+    monkeypatch.chdir(tree.parent)
+    assert [i.video for i in list_inputs(["videos"])] == ["videos/a.mp4", "videos/b.avi", "videos/sub/c.mkv"]
+    assert [i.video for i in list_inputs(["videos/*.avi"])] == ["videos/b.avi"]
