@@ -10,6 +10,7 @@ Data actor pool.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -76,6 +77,9 @@ class ChunkDetector:
 
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
+        # Frames arrive as read-only views of the transferred bytes (no copy); the detector only
+        # reads them, so torch's warning about tensors over read-only memory does not apply.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
         self.options = options
         self.detector = FaceDetector(
             min_face_size=options.min_face_size,

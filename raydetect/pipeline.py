@@ -31,7 +31,7 @@ from raydetect.sources import VideoInput, list_inputs
 
 log = logging.getLogger("raydetect.pipeline")
 
-DECODER_MEMORY = 256 << 20  # bytes a decode task needs beside its chunks (FFmpeg, one frame, Arrow buffers)
+DECODER_MEMORY = 384 << 20  # a decode worker beside its chunks: Python, OpenCV, pyarrow, FFmpeg, one frame
 
 
 @dataclass(frozen=True)
@@ -136,15 +136,18 @@ class DetectActor:
     def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None):
         self.stage = ChunkDetector(options, dest, storage_options)
 
-    def __call__(self, batch: dict) -> dict:
-        count = len(batch["key"])
-        results = [self.stage.process({name: _plain(batch[name][i]) for name in batch}) for i in range(count)]
-        return {name: [r[name] for r in results] for name in results[0]} if results else {}
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        results = [self.stage.process(_record(batch, i)) for i in range(batch.num_rows)]
+        return pa.Table.from_pylist(results)
 
 
-def _plain(value):
-    """A numpy scalar from a Ray Data batch -> the Python value (bytes and str pass through)."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, (bytes, str)) else value
+def _record(batch: pa.Table, row: int) -> dict:
+    """Row ``row`` of a chunk batch as a dict; the pixel bytes stay a zero-copy Arrow buffer."""
+    record = {}
+    for name in batch.column_names:
+        value = batch.column(name)[row]
+        record[name] = value.as_buffer() if name == "pixels" else value.as_py()
+    return record
 
 
 def _resources(spec: Resources, ray) -> tuple[int, float, float, int | None, str]:
@@ -207,7 +210,7 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
         DetectActor,
         fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options},
         batch_size=1,
-        batch_format="numpy",
+        batch_format="pyarrow",  # pixel bytes reach the detector without a copy
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         num_gpus=gpus_per_actor,
         num_cpus=cpus_per_actor,

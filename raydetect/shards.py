@@ -221,10 +221,10 @@ def frame_indices(record: dict) -> np.ndarray:
 
 
 def chunk_frames(record: dict) -> np.ndarray:
-    """The frames of a chunk record as one writable (N, H, W, 3) uint8 array."""
+    """The frames of a chunk record as one (N, H, W, 3) uint8 array: a read-only view of its pixel
+    bytes (``bytes`` or any buffer, e.g. a zero-copy ``pyarrow.Buffer``), not a copy."""
     count = len(frame_indices(record))
     if count == 0:
         return np.zeros((0, 0, 0, 3), np.uint8)
     shape = (count, record["frame_height"], record["frame_width"], 3)
-    # A copy: the record's bytes are read-only and torch warns about tensors over read-only memory.
-    return np.frombuffer(record["pixels"], np.uint8).reshape(shape).copy()
+    return np.frombuffer(record["pixels"], np.uint8).reshape(shape)
