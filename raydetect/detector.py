@@ -91,6 +91,14 @@ class FaceDetector:
     def min_face_size(self) -> float:
         return self.config.min_face_size
 
+    @property
+    def scale_factor(self) -> float:
+        return self.config.scale_factor
+
+    @property
+    def thresholds(self) -> tuple[float, float, float]:
+        return self.config.thresholds
+
     def pyramid_pixels(self, height: int, width: int) -> int:
         """Pixels P-Net processes for one image of this size (all pyramid levels)."""
         total = 0
