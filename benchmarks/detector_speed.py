@@ -11,13 +11,15 @@ from other processes on this shared machine hits both within seconds of each oth
 (first-call costs such as allocations or ``torch.compile`` are not throughput). Times are wall-clock seconds of
 the detect calls only (decoding and process start excluded).
 
-Reported per workload: ms per frame in wall time and in process CPU time (median over rounds of each round's
-total; CPU time is steadier when other work shares the cores), the speed-up (peer time / our time, > 1: ours
-is faster) as the median of the paired group ratios, with their range, and the R-Net / O-Net candidates per
-frame (``FaceDetector.last_stats``; the peer's counted by forward hooks).
+Reported per workload: ms per frame in wall time and in process CPU time (median over groups), the speed-up
+(peer time / our time, > 1: ours is faster) as the median of the paired group ratios, with their range, and
+the R-Net / O-Net candidates (``FaceDetector.last_stats``; the peer's counted by forward hooks). This machine is
+shared: with ``--max-busy`` each group first waits (bounded by ``--max-wait``) until other work leaves the CPUs
+mostly idle, and only groups that started quiet are summarised. Two torch processes contending for two cores
+slow down far more than their share (OpenMP threads wait for each other), so loaded figures mislead.
 
     .venv/bin/python benchmarks/detector_speed.py                    # 3 rounds, markdown table on stdout
-    .venv/bin/python benchmarks/detector_speed.py --rounds 5 --batch-sizes 1,4 --output /tmp/speed.json
+    .venv/bin/python benchmarks/detector_speed.py --rounds 5 --max-busy 0.3 --max-wait 120 --output /tmp/speed.json
 """
 
 from __future__ import annotations
@@ -86,6 +88,40 @@ class PeerWorker:
         self.process.wait(timeout=60)
 
 
+def cpu_busy_fraction(window: float = 1.0) -> float:
+    """Share of all CPUs busy over ``window`` seconds (from /proc/stat); call it while this process idles."""
+    def sample():
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+
+    total_0, idle_0 = sample()
+    time.sleep(window)
+    total_1, idle_1 = sample()
+    return 1.0 - (idle_1 - idle_0) / max(total_1 - total_0, 1)
+
+
+class QuietGate:
+    """Waits (bounded) until other work leaves the CPUs mostly idle, so both detectors run on a quiet machine.
+
+    ``max_busy`` None disables the gate. Each wait is bounded by ``max_wait`` seconds; after that the group is
+    measured anyway, and the busy fraction seen last is recorded beside it.
+    """
+
+    def __init__(self, max_busy: float | None, max_wait: float) -> None:
+        self.max_busy, self.max_wait = max_busy, max_wait
+
+    def wait(self) -> float | None:
+        if self.max_busy is None:
+            return None
+        deadline = time.monotonic() + self.max_wait
+        busy = cpu_busy_fraction()
+        while busy > self.max_busy and time.monotonic() < deadline:
+            time.sleep(2.0)
+            busy = cpu_busy_fraction()
+        return busy
+
+
 def time_ours(detector, images: list, batch_size: int) -> tuple[float, float, list[dict]]:
     """Wall and process-CPU seconds of detect calls of ``batch_size`` images; last_stats of each call."""
     wall, cpu, stats = 0.0, 0.0, []
@@ -109,80 +145,96 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def measure(peer: PeerWorker, detector, frames: list, batch_sizes: list[int], group: int) -> dict:
-    """One round over a workload: per group, the peer frame by frame, then ours per batch size.
+def measure(peer: PeerWorker, detector, frames: list, batch_sizes: list[int], group: int,
+            gate: QuietGate) -> list[dict]:
+    """One round over a workload, group by group: the peer frame by frame, then ours once per batch size.
 
-    Returns wall and CPU seconds per side, stage counts, and per group the paired ratios peer / ours.
+    Returns one record per group: its frame count, the CPU busy share seen just before it (None without a
+    gate), the peer's wall and CPU seconds and stage counts, and ours per batch size.
     """
-    peer_side = {"seconds": 0.0, "cpu_seconds": 0.0, "stats": []}
-    ours = {b: {"seconds": 0.0, "cpu_seconds": 0.0, "stats": [], "ratios": [], "cpu_ratios": []}
-            for b in batch_sizes}
+    groups = []
     for start in range(0, len(frames), group):
         chunk = frames[start:start + group]
+        busy = gate.wait()
         records = [peer.detect(item.key) for item, _ in chunk]
-        chunk_wall = sum(r["seconds"] for r in records)
-        chunk_cpu = sum(r["cpu_seconds"] for r in records)
-        peer_side["seconds"] += chunk_wall
-        peer_side["cpu_seconds"] += chunk_cpu
-        peer_side["stats"].extend(r["stats"] for r in records)
+        entry = {
+            "frames": len(chunk), "busy_before": busy,
+            "peer": {"seconds": sum(r["seconds"] for r in records),
+                     "cpu_seconds": sum(r["cpu_seconds"] for r in records),
+                     "stats": [r["stats"] for r in records]},
+            "ours": {},
+        }
         for b in batch_sizes:
             wall, cpu, stats = time_ours(detector, [rgb for _, rgb in chunk], b)
-            side = ours[b]
-            side["seconds"] += wall
-            side["cpu_seconds"] += cpu
-            side["stats"].extend(stats)
-            side["ratios"].append(chunk_wall / wall)
-            side["cpu_ratios"].append(chunk_cpu / cpu)
-    return {"peer": peer_side, "ours": ours}
+            entry["ours"][b] = {"seconds": wall, "cpu_seconds": cpu, "stats": stats}
+        groups.append(entry)
+    return groups
 
 
-def summarize(n: int, rounds: list[dict], batch_sizes: list[int]) -> dict:
-    """Medians over rounds: ms per frame (wall and CPU), paired speed-ups, candidates, faces."""
-    def per_frame_ms(values):
-        return statistics.median(values) / n * 1000
+def summarize(groups: list[dict], batch_sizes: list[int], max_busy: float | None) -> dict:
+    """Medians over the groups measured while the machine was quiet (all groups when there is no gate).
 
-    peer_stats = rounds[0]["peer"]["stats"]
+    ms per frame: median over groups of group seconds / frames; speed-up: median over groups of the paired
+    ratio peer seconds / our seconds, with the range. Falls back to every group, and says so, when no
+    group was quiet.
+    """
+    quiet = [g for g in groups if max_busy is None or (g["busy_before"] is not None and g["busy_before"] <= max_busy)]
+    used = quiet or groups
+
+    def per_frame_ms(side_of, key):
+        return statistics.median(side_of(g)[key] / g["frames"] for g in used) * 1000
+
+    peer_stats = [s for g in used for s in g["peer"]["stats"]]
     summary = {
-        "frames": n,
-        "peer_ms_per_frame": per_frame_ms(r["peer"]["seconds"] for r in rounds),
-        "peer_cpu_ms_per_frame": per_frame_ms(r["peer"]["cpu_seconds"] for r in rounds),
+        "groups_used": len(used), "groups_measured": len(groups), "quiet_only": bool(quiet) and max_busy is not None,
+        "peer_ms_per_frame": per_frame_ms(lambda g: g["peer"], "seconds"),
+        "peer_cpu_ms_per_frame": per_frame_ms(lambda g: g["peer"], "cpu_seconds"),
         "peer_rnet_onet_per_frame": [statistics.median(s["rnet_candidates"] for s in peer_stats),
                                      statistics.median(s["onet_candidates"] for s in peer_stats)],
-        "faces_peer": sum(s["faces"] for s in peer_stats),
+        "peer_faces_per_frame": statistics.median(s["faces"] for s in peer_stats),
+        "busy_before_groups": [g["busy_before"] for g in groups if g["busy_before"] is not None],
         "ours": {},
     }
     for b in batch_sizes:
-        calls = rounds[0]["ours"][b]["stats"]
-        ratios = [x for r in rounds for x in r["ours"][b]["ratios"]]
-        cpu_ratios = [x for r in rounds for x in r["ours"][b]["cpu_ratios"]]
+        calls = [s for g in used for s in g["ours"][b]["stats"]]
+        wall = [g["peer"]["seconds"] / g["ours"][b]["seconds"] for g in used]
+        cpu = [g["peer"]["cpu_seconds"] / g["ours"][b]["cpu_seconds"] for g in used]
         summary["ours"][b] = {
-            "ms_per_frame": per_frame_ms(r["ours"][b]["seconds"] for r in rounds),
-            "cpu_ms_per_frame": per_frame_ms(r["ours"][b]["cpu_seconds"] for r in rounds),
-            "speedup_median": statistics.median(ratios),
-            "speedup_range": [min(ratios), max(ratios)],
-            "cpu_speedup_median": statistics.median(cpu_ratios),
-            "cpu_speedup_range": [min(cpu_ratios), max(cpu_ratios)],
+            "ms_per_frame": per_frame_ms(lambda g: g["ours"][b], "seconds"),
+            "cpu_ms_per_frame": per_frame_ms(lambda g: g["ours"][b], "cpu_seconds"),
+            "speedup_median": statistics.median(wall), "speedup_range": [min(wall), max(wall)],
+            "cpu_speedup_median": statistics.median(cpu), "cpu_speedup_range": [min(cpu), max(cpu)],
             "rnet_onet_per_call": [statistics.median(s["rnet_candidates"] for s in calls),
                                    statistics.median(s["onet_candidates"] for s in calls)],
-            "faces": sum(s["faces"] for s in calls),
+            "faces_per_call": statistics.median(s["faces"] for s in calls),
         }
     return summary
 
 
 def print_table(results: dict) -> None:
-    print("| workload | frames | peer ms/frame (CPU ms) | ours ms/frame (CPU ms) | speed-up, wall: median (range) "
-          "| speed-up, CPU time: median (range) | faces peer / ours "
-          "| R-Net / O-Net candidates per frame, peer | same, ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| workload | groups used | peer ms/frame (CPU ms) | ours ms/frame (CPU ms) | speed-up, wall: median (range) "
+          "| speed-up, CPU time: median (range) | R-Net / O-Net candidates, peer per frame | same, ours per call |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, s in results.items():
         peer_cand = "{:.0f} / {:.0f}".format(*s["peer_rnet_onet_per_frame"])
+        used = f"{s['groups_used']} of {s['groups_measured']}" + (" quiet" if s["quiet_only"] else "")
+        if s["busy_before_groups"] and not s["quiet_only"]:
+            used += " (none quiet)"
         for b, o in s["ours"].items():
-            ours_cand = "{:.0f} / {:.0f}".format(*o["rnet_onet_per_call"]) + ("" if b == 1 else f" per call of {b}")
-            print(f"| {name}, ours batch {b} | {s['frames']} | {s['peer_ms_per_frame']:.0f} "
+            ours_cand = "{:.0f} / {:.0f}".format(*o["rnet_onet_per_call"]) + ("" if b == 1 else f" ({b} frames)")
+            print(f"| {name}, ours batch {b} | {used} | {s['peer_ms_per_frame']:.0f} "
                   f"({s['peer_cpu_ms_per_frame']:.0f}) | {o['ms_per_frame']:.0f} ({o['cpu_ms_per_frame']:.0f}) | "
                   f"{o['speedup_median']:.2f}x ({o['speedup_range'][0]:.2f}-{o['speedup_range'][1]:.2f}) | "
                   f"{o['cpu_speedup_median']:.2f}x ({o['cpu_speedup_range'][0]:.2f}-{o['cpu_speedup_range'][1]:.2f}) | "
-                  f"{s['faces_peer']} / {o['faces']} | {peer_cand} | {ours_cand} |")
+                  f"{peer_cand} | {ours_cand} |")
+
+
+def _busy_note(results: dict) -> str:
+    busy = [b for s in results.values() for b in s["busy_before_groups"]]
+    if not busy:
+        return ""
+    return (f"; CPUs busy with other work just before each group: median {statistics.median(busy):.0%}, "
+            f"max {max(busy):.0%}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
     parser.add_argument("--output", type=Path, help="JSON with every round's figures")
+    parser.add_argument("--max-busy", type=float, default=None,
+                        help="before each group wait until other work keeps under this share of the CPUs busy "
+                             "(e.g. 0.2; sampled over 1 s); default: no waiting")
+    parser.add_argument("--max-wait", type=float, default=120.0, help="seconds to wait at most per group")
     args = parser.parse_args(argv)
+    gate = QuietGate(args.max_busy, args.max_wait)
     batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",") if b})
     if not batch_sizes or batch_sizes[0] < 1:
         parser.error("--batch-sizes needs positive integers")
@@ -216,30 +273,34 @@ def main(argv: list[str] | None = None) -> int:
         for w in loads:  # warm-up: first-call costs are not throughput
             for b in sizes[w.name]:
                 time_ours(detector, [rgb for _, rgb in frames[w.name]], b)
-        rounds: dict[str, list] = {w.name: [] for w in loads}
+        groups: dict[str, list] = {w.name: [] for w in loads}
         for index in range(args.rounds):
             for w in loads:
-                rounds[w.name].append(measure(peer, detector, frames[w.name], sizes[w.name], max(batch_sizes)))
-            print(f"[round {index + 1}/{args.rounds}] " + ", ".join(
-                f"{w.name}: peer {rounds[w.name][-1]['peer']['seconds']:.2f} s, ours "
-                + "/".join(f"{rounds[w.name][-1]['ours'][b]['seconds']:.2f}" for b in sizes[w.name]) + " s"
-                for w in loads), file=sys.stderr)
+                measured = measure(peer, detector, frames[w.name], sizes[w.name], max(batch_sizes), gate)
+                groups[w.name].extend(measured)
+                busy = [g["busy_before"] for g in measured if g["busy_before"] is not None]
+                print(f"[round {index + 1}/{args.rounds}] {w.name}: peer "
+                      f"{sum(g['peer']['seconds'] for g in measured):.2f} s, ours "
+                      + "/".join(f"{sum(g['ours'][b]['seconds'] for g in measured):.2f}" for b in sizes[w.name])
+                      + " s" + (f", busy before groups {', '.join(f'{x:.0%}' for x in busy)}" if busy else ""),
+                      file=sys.stderr, flush=True)
     finally:
         peer.close()
 
-    results = {w.name: summarize(len(frames[w.name]), rounds[w.name], sizes[w.name]) for w in loads}
+    results = {w.name: dict(summarize(groups[w.name], sizes[w.name], args.max_busy), frames=len(frames[w.name]))
+               for w in loads}
     command = " ".join([".venv/bin/python", "benchmarks/detector_speed.py",
                         *(argv if argv is not None else sys.argv[1:])])
     print(f"`{command}`\n\n{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}, "
           f"ours: torch {torch.__version__}, precision {detector.precision}; peer: {peer.version}; "
-          f"{args.rounds} rounds, load average at the end {os.getloadavg()[0]:.1f}\n")
+          f"{args.rounds} rounds, load average at the end {os.getloadavg()[0]:.1f}" + _busy_note(results) + "\n")
     print_table(results)
-    print("\nms/frame: median over rounds of the round's total; CPU ms: process CPU time (all threads), steadier "
-          "than wall time when other work shares the cores. speed-up: peer seconds / our seconds over the same "
-          f"frames, measured back to back per group of {max(batch_sizes)} frames; median and range over all "
-          "groups of all rounds.")
+    print(f"\nEach workload runs in groups of up to {max(batch_sizes)} frames: the peer frame by frame, then ours on "
+          "the same frames, back to back. ms/frame: median over the groups used; CPU ms: process CPU time, all "
+          "threads. speed-up: peer seconds / our seconds per group, median and range. With --max-busy only the "
+          "groups that started on a quiet machine are used (when there is any).")
     if args.output:
-        args.output.write_text(json.dumps({"command": command, "results": results, "rounds": rounds}, indent=1))
+        args.output.write_text(json.dumps({"command": command, "results": results, "groups": groups}, indent=1))
     return 0
 
 
