@@ -42,6 +42,7 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # never join another Ray instance that happens to run on this machine
             num_cpus=4,  # more logical CPUs than cores: actors and read tasks never starve each other
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
