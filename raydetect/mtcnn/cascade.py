@@ -38,7 +38,7 @@ class CascadeConfig:
         rnet_batch: at most this many 24x24 crops per R-Net forward pass.
         onet_batch: at most this many 48x48 crops per O-Net forward pass.
         compute_dtype: None for float32, else the autocast dtype of the forward passes
-            (torch.float16 on CUDA, torch.bfloat16 on CPUs with AMX).
+            (torch.float16 on CUDA, torch.bfloat16 on CPUs with bf16 instructions).
         packed_pyramid: run P-Net's trunk once over all levels packed into one canvas
             (fewer, larger passes: the GPU setting) instead of once per level (less
             arithmetic: the CPU setting). Both give the same candidates.
