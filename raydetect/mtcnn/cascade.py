@@ -208,13 +208,9 @@ def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
 def _run_chunked(net, crops, count: int, chunk: int, dtype):
     """Forward ``count`` crops through ``net`` at most ``chunk`` at a time; outputs concatenated."""
     outputs = [_forward(net, crops(start, min(start + chunk, count)), dtype) for start in range(0, count, chunk)]
-    if not outputs:
-        return _empty_net_outputs(net, crops, dtype)
+    if not outputs:  # no crops: the network's outputs for an empty batch keep their shapes and dtypes
+        return _forward(net, crops(0, 0), dtype)
     return tuple(torch.cat(parts) for parts in zip(*outputs))
-
-
-def _empty_net_outputs(net, crops, dtype):
-    return _forward(net, crops(0, 0), dtype)
 
 
 def _group_by_shape(sizes: list[list[int]]) -> dict[tuple[int, int], list[int]]:
