@@ -8,7 +8,7 @@ fresh process so its peak RSS is its own. Per chunk it records the micro-batches
 controller chose (from its BatchRecords): frames per forward pass and R-Net / O-Net candidates per
 pass.
 
-    python benchmarks/pipeline_batching.py --shared ../shared/data --chunk 8 --size 1280x720
+    python benchmarks/pipeline_batching.py --shared ../shared/data --chunk 8 --size 1280x720 --output batching.json
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def main() -> None:
                         help="frame kinds in order: e = empty, c = crowd")
     parser.add_argument("--min-face-size", type=float, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", help="JSON with every budget's chunks (for benchmarks/plot_results.py)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--budget", default="null", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -137,6 +138,12 @@ def main() -> None:
               f"(min {min(sizes)}, max {max(sizes)}), largest micro-batch R-Net {max(c['rnet'] for c in result['chunks'])}, "
               f"O-Net {max(c['onet'] for c in result['chunks'])} candidates, peak RSS {result['peak_rss_mib']} MiB, "
               f"{result['seconds']} s")
+    if args.output:
+        Path(args.output).write_text(json.dumps({
+            "command": " ".join(["python", "benchmarks/pipeline_batching.py", *sys.argv[1:]]),
+            "size": args.size, "chunk": args.chunk, "pattern": args.pattern, "min_face_size": args.min_face_size,
+            "threads": args.threads, "budgets": {name: BUDGETS[name] for name in results}, "results": results,
+        }, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ every copy is really decoded and detected. If frames were held in memory anywher
 grow with N; streaming keeps it flat.
 
     python benchmarks/pipeline_memory.py --videos ../shared/data/videos --copies 8 --max-side 160 \
-        --min-face-size 40 --crops
+        --min-face-size 40 --crops --output memory.json
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=160)
     parser.add_argument("--min-face-size", type=float, default=40)
     parser.add_argument("--crops", action="store_true", help="ship full-resolution frames (more bytes in flight)")
+    parser.add_argument("--output", help="JSON with both runs' figures (for benchmarks/plot_results.py)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sources", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,6 +146,13 @@ def main() -> None:
     small, large = results[1], results[args.copies]
     print(f"peak PSS {args.copies}x / 1x = {large['peak_pss_mib'] / small['peak_pss_mib']:.2f}; "
           f"largest process RSS {args.copies}x / 1x = {large['peak_rss_mib'] / small['peak_rss_mib']:.2f}")
+    if args.output:
+        Path(args.output).write_text(json.dumps({
+            "command": " ".join(["python", "benchmarks/pipeline_memory.py", *sys.argv[1:]]),
+            "videos": [str(v) for v in videos], "every": args.every, "max_side": args.max_side,
+            "min_face_size": args.min_face_size, "crops": args.crops,
+            "runs": [dict(results[copies], copies=copies) for copies in sorted(results)],
+        }, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ any comparison meaningless. Passive waiting kept it within a small factor of the
 writing Parquet, with Ray already started (a cluster outlives one job). Runs alternate
 (baseline, pipeline, baseline, ...) so both see the same machine load; medians are reported.
 
-    python benchmarks/pipeline_overhead.py --videos ../shared/data/videos --every 10 --repeats 3
+    python benchmarks/pipeline_overhead.py --videos ../shared/data/videos --every 10 --repeats 3 \
+        --output overhead_every10.json
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--actors", type=int, default=None, help="pipeline actors (default: the job's own choice)")
     parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY of both sides ('' keeps it)")
+    parser.add_argument("--output", help="JSON with every run's figures (for benchmarks/plot_results.py)")
     parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--videos-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,7 +121,7 @@ def main() -> None:
     print(f"{len(videos)} videos, every {args.every}th frame, min_face_size {args.min_face_size:g}, "
           f"{os.cpu_count()} cores, torch threads {args.threads}, OMP_WAIT_POLICY={args.omp_wait_policy or 'unset'}")
 
-    baseline, pipeline = [], []
+    baseline, pipeline, runs = [], [], []
     for repeat in range(args.repeats):
         b_seconds, b_frames, b_faces = run_baseline_process(videos, args.every, args.min_face_size, args.threads)
         p_seconds, p_frames, p_faces = run_pipeline(videos, sampling, args.min_face_size, args.actors, None)
@@ -128,11 +130,22 @@ def main() -> None:
                              f"pipeline {p_frames} frames {p_faces} faces")
         baseline.append(b_frames / b_seconds)
         pipeline.append(p_frames / p_seconds)
+        runs.append({"baseline_seconds": b_seconds, "pipeline_seconds": p_seconds, "frames": p_frames,
+                     "faces": p_faces, "baseline_fps": baseline[-1], "pipeline_fps": pipeline[-1]})
         print(f"run {repeat + 1}: baseline {b_frames} frames in {b_seconds:.1f} s = {baseline[-1]:.2f} fps; "
               f"pipeline {p_seconds:.1f} s = {pipeline[-1]:.2f} fps; ratio {pipeline[-1] / baseline[-1]:.2f}; "
               f"{p_faces} faces")
     b_median, p_median = statistics.median(baseline), statistics.median(pipeline)
     print(f"median: baseline {b_median:.2f} fps, pipeline {p_median:.2f} fps, ratio {p_median / b_median:.2f}")
+    if args.output:
+        import json
+
+        Path(args.output).write_text(json.dumps({
+            "command": " ".join(["python", "benchmarks/pipeline_overhead.py", *sys.argv[1:]]),
+            "videos": videos, "every": args.every, "min_face_size": args.min_face_size, "threads": args.threads,
+            "baseline_fps_median": b_median, "pipeline_fps_median": p_median, "ratio": p_median / b_median,
+            "runs": runs, "load_average_at_end": os.getloadavg()[0],
+        }, indent=1))
     ray.shutdown()
 
 
