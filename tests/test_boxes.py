@@ -84,3 +84,18 @@ def test_summed_area_resample_equals_area_interpolation(size):
         crop = images[int(image_index[k])][y0:y1, x0:x1].permute(2, 0, 1)[None].float()
         expected = F.interpolate(crop, size=(size, size), mode="area")[0]
         torch.testing.assert_close(got[k], expected, rtol=0, atol=1e-3)
+
+
+def test_whole_image_resample_equals_area_interpolation_and_region_resample():
+    rng = np.random.default_rng(1)
+    images = [torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((97, 131), (40, 50), (97, 131))]
+    tables = SummedAreaTables(images)
+    for height, width in ((58, 79), (97, 131), (12, 17), (150, 200)):  # down, same, far down, up
+        levels = tables.resample_whole([0, 2], height, width)
+        assert levels.shape == (2, 3, height, width)
+        regions = torch.tensor([[0, 0, 131, 97], [0, 0, 131, 97]])
+        assert torch.equal(levels, tables.resample(torch.tensor([0, 2]), regions, height, width))
+        expected = F.interpolate(images[2].permute(2, 0, 1)[None].float(), size=(height, width), mode="area")[0]
+        torch.testing.assert_close(levels[1], expected, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="one size"):
+        tables.resample_whole([0, 1], 20, 20)
