@@ -34,9 +34,12 @@ class SummedAreaTables:
         tables, bases, strides = [], [], []
         offset = 0
         self.sizes: list[tuple[int, int]] = []  # (height, width) of each image
+        self.whole_tables: list[torch.Tensor] = []  # (H + 1, (W + 1) * 3) per image, channels interleaved
         for image in images:
             height, width = int(image.shape[0]), int(image.shape[1])
-            tables.append(_integral(image, dtype).reshape(-1, 3).t())
+            table = _integral(image, dtype)
+            self.whole_tables.append(table.view(height + 1, (width + 1) * 3))
+            tables.append(table.reshape(-1, 3).t())
             bases.append(offset)
             strides.append(width + 1)
             self.sizes.append((height, width))
@@ -95,22 +98,21 @@ class SummedAreaTables:
         full = torch.tensor([[0, source_height, source_width]], device=device)
         row_start, row_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 1], height))
         col_start, col_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 2], width))
-        cells = (source_height + 1) * (source_width + 1)
-        col_end = col_end.expand(height, width)
-        col_start = col_start.expand(height, width)
+        counts = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :]).to(torch.float32)
+        counts = counts.repeat_interleave(3, dim=1)  # (height, width * 3), like the sums below
+        # Column c of channel k sits at 3 * c + k in a row of the interleaved table.
+        channel = torch.arange(3, device=device)
+        col_end = (col_end[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
+        col_start = (col_start[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
         levels = []
         for index in image_indices:
             if self.sizes[index] != (source_height, source_width):
                 raise ValueError("resample_whole takes images of one size")
-            start = self.offsets[index]
-            channel_sums = []
-            for plane in self.planes:
-                table = plane[start : start + cells].view(source_height + 1, source_width + 1)
-                row_sums = table.index_select(0, row_end) - table.index_select(0, row_start)  # (height, W + 1)
-                channel_sums.append(row_sums.gather(1, col_end) - row_sums.gather(1, col_start))
-            levels.append(torch.stack(channel_sums, dim=-1))  # (height, width, 3)
-        counts = ((row_end - row_start)[:, None] * (col_end[0] - col_start[0])[None, :]).to(torch.float32)
-        means = torch.stack(levels).to(torch.float32).div_(counts[..., None])
+            table = self.whole_tables[index]
+            row_sums = table.index_select(0, row_end) - table.index_select(0, row_start)  # (height, (W + 1) * 3)
+            sums = row_sums.gather(1, col_end) - row_sums.gather(1, col_start)  # (height, width * 3)
+            levels.append(sums.to(torch.float32).div_(counts))
+        means = torch.stack(levels).view(len(image_indices), height, width, 3)
         return means.permute(0, 3, 1, 2)
 
 
