@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,6 +127,19 @@ def print_table(rows: list[dict]) -> None:
               f"{row['ours_ms']:,.0f} | {row['speedup']:.2f}x |")
 
 
+def source_revision() -> str:
+    """The commit the detector code came from, ``+ local changes`` when raydetect/ differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "raydetect"], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + (" + local changes" if changed else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="*", default=list(DEFAULT_INPUTS),
@@ -169,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(records)
     command = " ".join([".venv/bin/python", "benchmarks/faces_per_frame.py",
                         *(argv if argv is not None else sys.argv[1:])])
-    machine = {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-               "torch_threads": args.threads, "peer": peer.version,
+    machine = {"revision": source_revision(), "cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
+               "torch": torch.__version__, "torch_threads": args.threads, "peer": peer.version,
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
                "load_average_at_end": os.getloadavg()[0]}
     print(f"`{command}`\n\n{machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch threads {args.threads}, "
-          f"ours: torch {torch.__version__}; peer: {peer.version}; min_face_size {MIN_FACE_SIZE}; "
+          f"ours: torch {torch.__version__} at {machine['revision']}; peer: {peer.version}; "
+          f"min_face_size {MIN_FACE_SIZE}; "
           f"{args.rounds} rounds, medians; load average at the end {machine['load_average_at_end']:.1f}\n")
     print_table(rows)
     if args.output:
