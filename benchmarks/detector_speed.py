@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="1,4", help="images per FaceDetector.detect call for ours")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="FaceDetector precision: auto, float32, bfloat16")
+    parser.add_argument("--compile", action="store_true", help="ours with FaceDetector(compile=True)")
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
     parser.add_argument("--output", type=Path, help="JSON with every round's figures")
@@ -266,13 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     loads = workloads(args.video_every)
     frames = {w.name: media_inputs.load_all(w.specs, args.data_root) for w in loads}
     peer = PeerWorker(args.peer_python, [s for w in loads for s in w.specs], args.data_root, args.threads)
-    detector = FaceDetector(min_face_size=MIN_FACE_SIZE, device="cpu", precision=args.precision)
+    detector = FaceDetector(min_face_size=MIN_FACE_SIZE, device="cpu", precision=args.precision,
+                            compile=args.compile)
     try:
         # A batch larger than the workload is the same call as the whole workload: measure it once.
         sizes = {w.name: sorted({min(b, len(frames[w.name])) for b in batch_sizes}) for w in loads}
-        for w in loads:  # warm-up: first-call costs are not throughput
+        warm_up_started = time.perf_counter()
+        for w in loads:  # warm-up: first-call costs (allocations, torch.compile) are not throughput
             for b in sizes[w.name]:
                 time_ours(detector, [rgb for _, rgb in frames[w.name]], b)
+        warm_up_seconds = time.perf_counter() - warm_up_started
         groups: dict[str, list] = {w.name: [] for w in loads}
         for index in range(args.rounds):
             for w in loads:
@@ -292,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python", "benchmarks/detector_speed.py",
                         *(argv if argv is not None else sys.argv[1:])])
     print(f"`{command}`\n\n{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}, "
-          f"ours: torch {torch.__version__}, precision {detector.precision}; peer: {peer.version}; "
+          f"ours: torch {torch.__version__}, precision {detector.precision}, "
+          f"{'compiled (warm-up incl. compilation ' + format(warm_up_seconds, '.0f') + ' s)' if detector.compiled else 'eager'}; "
+          f"peer: {peer.version}; "
           f"{args.rounds} rounds, load average at the end {os.getloadavg()[0]:.1f}" + _busy_note(results) + "\n")
     print_table(results)
     print(f"\nEach workload runs in groups of up to {max(batch_sizes)} frames: the peer frame by frame, then ours on "
@@ -300,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
           "threads. speed-up: peer seconds / our seconds per group, median and range. With --max-busy only the "
           "groups that started on a quiet machine are used (when there is any).")
     if args.output:
-        args.output.write_text(json.dumps({"command": command, "results": results, "groups": groups}, indent=1))
+        args.output.write_text(json.dumps({"command": command, "compiled": detector.compiled,
+                                           "warm_up_seconds": warm_up_seconds, "results": results, "groups": groups},
+                                          indent=1))
     return 0
 
 

@@ -8,6 +8,7 @@ replicas.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class FaceDetector:
         packed_pyramid: run P-Net's trunk once over all pyramid levels packed into one
             canvas; None packs on CUDA (launch-bound) and not on the CPU (where the
             canvas's unused cells cost arithmetic). Results are the same either way.
+        compile: compile the networks with ``torch.compile`` (inductor), which fuses each
+            convolution's PReLU and pooling into one kernel. Forward passes get faster
+            (about 2x for R-Net on a CPU) after a one-time compilation in the first
+            ``detect`` call (30 s to a few minutes per process; PyTorch caches the kernels
+            on disk for later processes). Worth it for long jobs and servers, not for a
+            few images. Needs a C++ compiler on the CPU; when compilation fails the
+            detector warns and carries on uncompiled. Results agree with eager mode to
+            float rounding.
     """
 
     def __init__(
@@ -55,6 +64,7 @@ class FaceDetector:
         precision: str = "auto",
         weights_dir: str | Path | None = None,
         packed_pyramid: bool | None = None,
+        compile: bool = False,
     ) -> None:
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
@@ -86,6 +96,11 @@ class FaceDetector:
         self.nets = tuple(
             net.to(self.device, memory_format=torch.channels_last) for net in load_networks(weights_dir)
         )
+        self._eager_nets = self.nets
+        self.compiled = bool(compile)
+        if self.compiled:
+            # Dynamic shapes: crop counts and level sizes change from call to call.
+            self.nets = tuple(torch.compile(net, dynamic=True) for net in self.nets)
         self.last_stats: dict = {}
 
     @property
@@ -128,8 +143,7 @@ class FaceDetector:
         for batch in self.controller.plan(costs):
             started = time.perf_counter()
             tensors = [self._to_device(checked[i]) for i in batch]
-            with torch.inference_mode():
-                output = run_cascade(self.nets, tensors, self.config)
+            output = self._run(tensors)
             results.extend(_split_per_image(output, len(tensors)))
             self.controller.observe(output.stats, time.perf_counter() - started)
             totals["micro_batches"] += 1
@@ -137,6 +151,19 @@ class FaceDetector:
                 totals[key] += int(output.stats.get(key, 0))
         self.last_stats = totals
         return results
+
+    def _run(self, tensors: list[torch.Tensor]):
+        try:
+            with torch.inference_mode():
+                return run_cascade(self.nets, tensors, self.config)
+        except Exception as exc:
+            if not self.compiled or not _is_compile_failure(exc):
+                raise
+            reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        warnings.warn(f"torch.compile failed ({reason}); the detector runs uncompiled", RuntimeWarning, stacklevel=3)
+        self.nets, self.compiled = self._eager_nets, False
+        with torch.inference_mode():
+            return run_cascade(self.nets, tensors, self.config)
 
     def detect_one(self, image, bgr: bool = False) -> Detections:
         """Detect faces in one (H, W, 3) uint8 image."""
@@ -146,6 +173,11 @@ class FaceDetector:
         if isinstance(image, np.ndarray):
             image = torch.from_numpy(np.ascontiguousarray(image))
         return image.to(self.device).contiguous()
+
+
+def _is_compile_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from torch.compile itself (tracing, code generation, the C++ build)."""
+    return (type(exc).__module__ or "").startswith(("torch._dynamo", "torch._inductor"))
 
 
 def _resolve_device(device) -> torch.device:
