@@ -117,6 +117,23 @@ def summarize(records: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda row: (row["faces"], row["rnet_candidates"]))
 
 
+def candidate_cost_fit(rows: list[dict]) -> dict:
+    """Per side, the least-squares line ms = intercept + slope x R-Net candidates over the images.
+
+    ``ms_per_1000_rnet`` (the slope x 1000) is the time that 1,000 more R-Net candidates, with the O-Net
+    candidates and faces that come with them, add to an image; the intercept absorbs P-Net's share on the
+    average image. Empty with fewer than two distinct candidate counts.
+    """
+    xs = [row["rnet_candidates"] for row in rows]
+    if len(set(xs)) < 2:
+        return {}
+    fit = {}
+    for side in ("peer", "ours"):
+        slope, intercept = statistics.linear_regression(xs, [row[f"{side}_ms"] for row in rows])
+        fit[side] = {"ms_per_1000_rnet": slope * 1000, "intercept_ms": intercept}
+    return fit
+
+
 def print_table(rows: list[dict]) -> None:
     print("| image | size | faces (peer) | R-Net / O-Net candidates | peer ms | raydetect ms | speed-up |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -128,11 +145,11 @@ def print_table(rows: list[dict]) -> None:
 
 
 def source_revision() -> str:
-    """The commit the detector code came from, ``+ local changes`` when raydetect/ differs from it."""
+    """The last commit that changed raydetect/, ``+ local changes`` when the working tree differs from it."""
     root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "log", "-1", "--format=%h", "--", "raydetect"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
         changed = subprocess.run(["git", "status", "--porcelain", "--", "raydetect"], cwd=root,
                                  capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -155,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.peer_python.exists():
         parser.error(f"peer interpreter not found: {args.peer_python}")
 
+    revision = source_revision()  # before the run: what is imported is what is measured
     import torch
 
     from raydetect import FaceDetector
@@ -183,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(records)
     command = " ".join([".venv/bin/python", "benchmarks/faces_per_frame.py",
                         *(argv if argv is not None else sys.argv[1:])])
-    machine = {"revision": source_revision(), "cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
+    machine = {"revision": revision, "cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
                "torch": torch.__version__, "torch_threads": args.threads, "peer": peer.version,
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
                "load_average_at_end": os.getloadavg()[0]}
@@ -192,9 +210,15 @@ def main(argv: list[str] | None = None) -> int:
           f"min_face_size {MIN_FACE_SIZE}; "
           f"{args.rounds} rounds, medians; load average at the end {machine['load_average_at_end']:.1f}\n")
     print_table(rows)
+    fit = candidate_cost_fit(rows)
+    if fit:
+        print("\nLeast-squares line over the images, ms per image against R-Net candidates: "
+              + "; ".join(f"{name} {fit[side]['ms_per_1000_rnet']:.0f} ms per 1,000 candidates "
+                          f"(+ {fit[side]['intercept_ms']:.0f} ms)"
+                          for side, name in (("peer", "peer"), ("ours", "raydetect"))))
     if args.output:
         args.output.write_text(json.dumps({"command": command, "machine": machine, "min_face_size": MIN_FACE_SIZE,
-                                           "rows": rows, "records": records}, indent=1))
+                                           "rows": rows, "fit": fit, "records": records}, indent=1))
     return 0
 
 

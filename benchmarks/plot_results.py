@@ -136,6 +136,15 @@ def plot_faces_per_frame(data: dict, path: str | Path) -> None:
         axes.legend(loc="upper left", fontsize=8)
     _faces_axis(by_faces, max(s["faces"]))
     by_faces.set(xlabel="faces in the image", title="time against faces")
+    for side, color in (("peer", PEER_COLOR), ("ours", OURS_COLORS[0])):
+        line = data.get("fit", {}).get(side)
+        if line:  # the benchmark's least-squares line, drawn over the measured range (a curve on log axes)
+            low, high = min(s["rnet_candidates"]), max(s["rnet_candidates"])
+            xs = [low * (high / low) ** (i / 40) for i in range(41)] if low > 0 else [high * i / 40 for i in range(41)]
+            by_candidates.plot(xs, [line["intercept_ms"] + line["ms_per_1000_rnet"] * x / 1000 for x in xs], "--",
+                               color=color, linewidth=1,
+                               label=f"fit: {line['ms_per_1000_rnet']:,.0f} ms per 1,000 candidates")
+    by_candidates.legend(loc="upper left", fontsize=8)
     by_candidates.set_xscale("log")
     _plain_log_axis(by_candidates.xaxis)
     by_candidates.set(xlabel="R-Net candidates in the image", title="time against R-Net candidates")

@@ -76,7 +76,9 @@ def faces_per_frame_result() -> dict:
     records = [record("crowd.jpg", 300, 8000, [8.0, 9.0, 7.0], [3.0, 4.0, 3.5]),
                record("empty.jpg", 0, 0, [0.05, 0.06, 0.04], [0.05, 0.05, 0.04]),
                record("one.jpg", 1, 100, [0.1, 0.12, 0.11], [0.05, 0.06, 0.05])]
-    return _json_round_trip({"min_face_size": 20, "rows": faces.summarize(records), "records": records})
+    rows = faces.summarize(records)
+    return _json_round_trip({"min_face_size": 20, "rows": rows, "fit": faces.candidate_cost_fit(rows),
+                             "records": records})
 
 
 def pipeline_overhead_result(every: int, baseline: list[float], pipeline: list[float]) -> dict:
@@ -150,6 +152,22 @@ def test_faces_per_frame_candidate_cost_is_none_without_candidates():
     rows = {r["image"]: r for r in faces_per_frame_result()["rows"]}
     assert rows["empty.jpg"]["ours_ms_per_rnet_candidate"] is None
     assert rows["one.jpg"]["ours_ms_per_rnet_candidate"] == pytest.approx(0.5)
+
+
+def test_faces_per_frame_fit_of_time_against_candidates():
+    fit = _load("faces_per_frame").candidate_cost_fit
+    rows = [{"rnet_candidates": x, "peer_ms": 60 + 0.7 * x, "ours_ms": 80 + 0.2 * x} for x in (0, 100, 1000, 8000)]
+    line = fit(rows)
+    assert line["peer"] == {"ms_per_1000_rnet": pytest.approx(700.0), "intercept_ms": pytest.approx(60.0)}
+    assert line["ours"] == {"ms_per_1000_rnet": pytest.approx(200.0), "intercept_ms": pytest.approx(80.0)}
+    assert fit(rows[:1] * 3) == {}  # one candidate count: no line
+
+
+def test_faces_per_frame_plots_without_a_fit(plots, tmp_path):
+    data = faces_per_frame_result()
+    del data["fit"]
+    plots.plot_faces_per_frame(data, tmp_path / "faces.png")
+    _assert_png(tmp_path / "faces.png")
 
 
 def test_pipeline_overhead_one_group_per_sampling_in_order(plots, tmp_path):
