@@ -44,12 +44,20 @@ def _require(data: dict, keys: tuple[str, ...], kind: str) -> None:
 
 
 def _plain_log_axis(axis) -> None:
-    """Label a log-scale axis with plain numbers at 1, 2, 5, 10, 20, ... instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """Label a log-scale axis with plain numbers at 1, 2, 5, 10, 20, ... instead of powers of ten; on an axis
+    spanning less than a decade, the minor ticks (3, 4, 6, ...) get labels too."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def plain(value, _):
+        return f"{value:,.0f}" if value >= 1 else f"{value:g}"
+
+    def minor(value, position):
+        low, high = sorted(axis.get_view_interval())
+        return plain(value, position) if low > 0 and high / low < 10 else ""
 
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
-    axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(plain))
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _faces_axis(axes, most: int) -> None:
