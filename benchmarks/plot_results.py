@@ -177,7 +177,8 @@ def pipeline_overhead_series(runs: list[dict]) -> list[dict]:
         _require(data, ("every", "runs", "baseline_fps_median", "pipeline_fps_median"), "pipeline-overhead")
         series.append({
             "every": data["every"], "frames": data["runs"][0]["frames"] if data["runs"] else 0,
-            "baseline": [r["baseline_fps"] for r in data["runs"]], "pipeline": [r["pipeline_fps"] for r in data["runs"]],
+            "baseline": [r["baseline_fps"] for r in data["runs"]],
+            "pipeline": [r["pipeline_fps"] for r in data["runs"]],
             "baseline_median": data["baseline_fps_median"], "pipeline_median": data["pipeline_fps_median"],
             "ratio": data["pipeline_fps_median"] / data["baseline_fps_median"],
         })
