@@ -40,6 +40,7 @@ class DetectionOptions:
         max_side: downscale frames that arrive larger than this before detection.
         crops: cut a JPEG crop of every face; crop_size, crop_margin, crop_quality shape it.
         torch_threads: intra-op threads for a CPU detector (None: torch's default).
+        compile: torch.compile the networks in each actor (see ``FaceDetector``).
     """
 
     min_face_size: float = 20.0
@@ -53,11 +54,12 @@ class DetectionOptions:
     crop_margin: float = 0.3
     crop_quality: int = 90
     torch_threads: int | None = None
+    compile: bool = False
 
     def result_options(self) -> dict:
         """The options that decide the output's content (recorded in DEST/_job.json)."""
         options = asdict(self)
-        for name in ("device", "budget", "torch_threads"):  # change speed, not results
+        for name in ("device", "budget", "torch_threads", "compile"):  # change speed, not results
             options.pop(name)
         options["thresholds"] = list(self.thresholds)
         if not self.crops:
@@ -87,6 +89,7 @@ class ChunkDetector:
             scale_factor=options.scale_factor,
             device=options.device,
             budget=WorkBudget(**options.budget) if options.budget else None,
+            compile=options.compile,
         )
         self.output = JobOutput(dest, storage_options)
         self.schema = face_schema(options.crops)

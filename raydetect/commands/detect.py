@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 
+from raydetect.batching import WorkBudget
 from raydetect.commands.detector_args import add_detector_arguments
 
 QUICKSTART_OUTPUT = "quickstart-output"
@@ -101,14 +102,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_argument_group(
         "work budget per forward pass (adaptive micro-batching inside each actor; default: the device's)"
     )
+    cpu = WorkBudget.for_device("cpu")
     budget.add_argument("--budget-pnet-pixels", type=_positive_int, metavar="PIXELS",
-                        help="pyramid pixels through P-Net per pass (CPU default 8000000)")
+                        help=f"pyramid pixels of the frames in one micro-batch (CPU default {cpu.pnet_pixels})")
     budget.add_argument("--budget-rnet-crops", type=_positive_int, metavar="N",
-                        help="candidates through R-Net per pass (CPU default 4096)")
+                        help=f"candidates through R-Net per pass (CPU default {cpu.rnet_crops})")
     budget.add_argument("--budget-onet-crops", type=_positive_int, metavar="N",
-                        help="candidates through O-Net per pass (CPU default 1024)")
+                        help=f"candidates through O-Net per pass (CPU default {cpu.onet_crops})")
     budget.add_argument("--budget-images", type=_positive_int, metavar="N",
-                        help="frames per pass at most (CPU default 64)")
+                        help=f"frames per micro-batch at most (CPU default {cpu.max_images})")
+    budget.add_argument("--budget-pnet-strip-pixels", type=_positive_int, metavar="PIXELS",
+                        help=f"level pixels per P-Net pass; larger levels run in strips (CPU default "
+                             f"{cpu.pnet_strip_pixels})")
 
     parser.add_argument("--overwrite", action="store_true", help="redo every input, replacing DEST's results")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
@@ -137,12 +142,11 @@ def job_spec(args: argparse.Namespace):
             ("rnet_crops", args.budget_rnet_crops),
             ("onet_crops", args.budget_onet_crops),
             ("max_images", args.budget_images),
+            ("pnet_strip_pixels", args.budget_pnet_strip_pixels),
         )
         if value is not None
     }
     if budget:
-        from raydetect.batching import WorkBudget
-
         device_budget = WorkBudget.for_device("cuda" if (args.gpus_per_actor or 0) > 0 else "cpu")
         budget = {**device_budget.__dict__, **budget}
         WorkBudget(**budget)  # validate now, not in every actor
@@ -158,6 +162,7 @@ def job_spec(args: argparse.Namespace):
         crop_margin=args.crop_margin,
         crop_quality=args.crop_quality,
         torch_threads=args.threads_per_actor,
+        compile=args.compile,
     )
     shards = ShardOptions(
         shard_frames=args.shard_frames,
