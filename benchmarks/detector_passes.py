@@ -1,10 +1,9 @@
-"""Cost per crop (R-Net, O-Net) and per pixel (P-Net) against the size of one forward pass.
+"""Cost per crop of R-Net and O-Net against the number of crops in one forward pass.
 
 The CPU defaults of ``WorkBudget`` come from this: a pass whose activations outgrow the
 caches turns every elementwise layer (PReLU, pooling) memory-bound, so more work per pass
-is not always cheaper per item. Crops are random pixels (the networks' cost does not
-depend on the values); P-Net runs over a 1280x720 frame's pyramid in strips of at most
-the given number of level pixels. Each setting is timed over the same total work,
+is not always cheaper per crop. Crops are random pixels (the networks' cost does not
+depend on the values). Each setting is timed over the same total work,
 alternating settings round by round; the minimum over rounds is reported (process CPU
 time and wall time), since other load on a shared machine only ever adds time.
 
@@ -21,9 +20,6 @@ from pathlib import Path
 
 import torch
 
-from raydetect.mtcnn.boxes import level_size, pyramid_scales
-from raydetect.mtcnn.cascade import CascadeConfig, _pnet_in_strips
-from raydetect.mtcnn.resample import SummedAreaTables
 from raydetect.mtcnn.weights import load_networks
 
 
@@ -31,15 +27,6 @@ def _crop_runner(net, crops: torch.Tensor, per_pass: int):
     def run():
         for start in range(0, crops.shape[0], per_pass):
             net(crops[start : start + per_pass])
-    return run
-
-
-def _pnet_runner(pnet, levels: list[torch.Tensor], strip_pixels: int | None):
-    config = CascadeConfig(pnet_strip_pixels=strip_pixels)
-
-    def run():
-        for level in levels:
-            _pnet_in_strips(pnet, level, config)
     return run
 
 
@@ -63,12 +50,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rnet-passes", default="64,128,256,512,1024,4096")
     parser.add_argument("--onet-passes", default="16,32,64,128,256,1024")
-    parser.add_argument("--pnet-strips", default="65536,131072,262144,524288,0",
-                        help="level pixels per P-Net pass; 0: whole levels")
     parser.add_argument("--output", type=Path, help="JSON with the figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pnet, rnet, onet = (net.to(memory_format=torch.channels_last) for net in load_networks())
+    _, rnet, onet = (net.to(memory_format=torch.channels_last) for net in load_networks())
     generator = torch.Generator().manual_seed(0)
 
     rows = []
@@ -85,20 +70,8 @@ def main() -> None:
             rows.append({"network": name, "per_pass": size, "unit": "us / crop",
                          "wall": wall / total * 1e6, "cpu": cpu / total * 1e6})
 
-    frame = torch.randint(0, 256, (720, 1280, 3), dtype=torch.uint8, generator=generator)
-    tables = SummedAreaTables([frame])
-    levels = [(tables.resample_whole([0], *level_size(720, 1280, s)) - 127.5) / 128
-              for s in pyramid_scales(720, 1280, 20, 0.709)]
-    pixels = sum(level.shape[2] * level.shape[3] for level in levels)
-    strips = [int(v) for v in args.pnet_strips.split(",")]
-    best = _time({size: _pnet_runner(pnet, levels, size or None) for size in strips}, args.rounds)
-    for size in strips:
-        wall, cpu = best[size]
-        rows.append({"network": "P-Net (720p pyramid)", "per_pass": size or "whole level", "unit": "ms / megapixel",
-                     "wall": wall / pixels * 1e9, "cpu": cpu / pixels * 1e9})
-
     print(f"torch threads {args.threads}, minimum over {args.rounds} rounds\n")
-    print("| network | crops or level pixels per pass | wall time | CPU time |")
+    print("| network | crops per pass | wall time | CPU time |")
     print("|---|---:|---:|---:|")
     for row in rows:
         print(f"| {row['network']} | {row['per_pass']} | {row['wall']:.0f} {row['unit']} | {row['cpu']:.0f} {row['unit']} |")

@@ -27,20 +27,16 @@ class WorkBudget:
         rnet_crops: 24x24 crops per R-Net pass.
         onet_crops: 48x48 crops per O-Net pass.
         max_images: images per micro-batch at most.
-        pnet_strip_pixels: level pixels per P-Net pass; larger pyramid levels run in
-            horizontal strips (same output).
     """
 
-    # CPU defaults, all sized so that a pass's activations stay in the caches: past that,
-    # every elementwise layer (PReLU, pooling) turns memory-bound. Measured on a 2-core
-    # AVX-512 machine (benchmarks/detector_passes.py): 720p frames batched four at a time
-    # cost 1.7x as much per frame as one at a time; O-Net costs 2.3x as much per crop in
-    # passes of 1,024 crops as in passes of 64, R-Net 2x as much in passes of 4,096 as of 512.
+    # CPU defaults, sized so that a pass's activations stay in the caches: past that, every
+    # elementwise layer (PReLU, pooling) turns memory-bound. Measured on a 2-core AVX-512
+    # machine (benchmarks/detector_passes.py): O-Net costs 2.4x as much per crop in passes of
+    # 1,024 crops as in passes of 64, R-Net 2.2x as much in passes of 4,096 as of 512.
     pnet_pixels: int = 1_000_000
     rnet_crops: int = 512
     onet_crops: int = 64
     max_images: int = 64
-    pnet_strip_pixels: int = 262_144
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -51,8 +47,7 @@ class WorkBudget:
     def for_device(cls, device_type: str) -> "WorkBudget":
         """A starting budget: GPUs take far larger passes than CPUs."""
         if device_type == "cuda":
-            return cls(pnet_pixels=64_000_000, rnet_crops=32_768, onet_crops=8_192, max_images=256,
-                       pnet_strip_pixels=64_000_000)
+            return cls(pnet_pixels=64_000_000, rnet_crops=32_768, onet_crops=8_192, max_images=256)
         return cls()
 
 

@@ -88,7 +88,6 @@ class FaceDetector:
             scale_factor=float(scale_factor),
             rnet_batch=self.budget.rnet_crops,
             onet_batch=self.budget.onet_crops,
-            pnet_strip_pixels=self.budget.pnet_strip_pixels,
             compute_dtype=PRECISIONS[precision],
             packed_pyramid=self.device.type == "cuda" if packed_pyramid is None else bool(packed_pyramid),
         )

@@ -16,7 +16,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-PNET_WINDOW = 12  # P-Net's receptive field: the smallest face a level can show, in level pixels
+from raydetect.mtcnn import pyramid
+from raydetect.mtcnn.pyramid import PNET_WINDOW
 
 
 @dataclass(frozen=True)
@@ -89,21 +90,14 @@ def pyramid_scales(height: int, width: int, min_face_size: float, scale_factor: 
         ValueError: non-positive sizes, or a scale factor outside (0, 1).
     """
     _check_options(height, width, min_face_size, scale_factor)
-    scale = PNET_WINDOW / min_face_size
-    side = min(height, width) * scale
-    scales = []
-    while side >= PNET_WINDOW:
-        scales.append(scale)
-        scale *= scale_factor
-        side *= scale_factor
-    return scales
+    return pyramid.pyramid_scales(height, width, min_face_size, scale_factor)
 
 
 def plan_pyramid(height: int, width: int, min_face_size: float = 20, scale_factor: float = 0.709) -> PyramidPlan:
     """The pyramid levels of an ``height`` x ``width`` frame and P-Net's multiply-adds on each."""
     levels = []
     for scale in pyramid_scales(height, width, min_face_size, scale_factor):
-        level_h, level_w = int(height * scale + 1), int(width * scale + 1)
+        level_h, level_w = pyramid.level_size(height, width, scale)
         out_h, out_w = pnet_output_size(level_h, level_w)
         levels.append(PyramidLevel(scale, level_h, level_w, out_h, out_w, pnet_macs(level_h, level_w)))
     return PyramidPlan(int(height), int(width), float(min_face_size), float(scale_factor), tuple(levels))

@@ -7,7 +7,6 @@ import torch
 
 from raydetect import FaceDetector
 from raydetect.mtcnn.boxes import level_size, pyramid_scales
-from raydetect.mtcnn.cascade import CascadeConfig, _pnet_in_strips
 from raydetect.mtcnn.nets import normalize
 from raydetect.mtcnn.packing import pack, shelf_layout, unpack
 from raydetect.mtcnn.resample import SummedAreaTables
@@ -51,21 +50,3 @@ def test_packed_detector_finds_the_same_faces(data_dir, name):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
-
-@pytest.mark.parametrize("strip_pixels", [1, 5_000, 40_000])
-def test_pnet_strips_equal_whole_level_passes(data_dir, strip_pixels):
-    """Strips (down to one output row each) give the rows of a whole-level pass, odd heights included."""
-    pnet = load_networks()[0]
-    image = torch.from_numpy(cv2.cvtColor(cv2.imread(str(data_dir / "multiface.jpg")), cv2.COLOR_BGR2RGB))
-    tables = SummedAreaTables([image[:301], image[:301]])
-    h, w = 301, image.shape[1]
-    whole_config = CascadeConfig(pnet_strip_pixels=None)
-    strip_config = CascadeConfig(pnet_strip_pixels=strip_pixels)
-    with torch.inference_mode():
-        for scale in pyramid_scales(h, w, 20, 0.709)[:4]:
-            level = tables.resample_whole([0, 1], *level_size(h, w, scale))
-            whole_prob, whole_offsets = _pnet_in_strips(pnet, level, whole_config)
-            strip_prob, strip_offsets = _pnet_in_strips(pnet, level, strip_config)
-            assert strip_prob.shape == whole_prob.shape == pnet(normalize(level))[0].shape
-            torch.testing.assert_close(strip_prob, whole_prob, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(strip_offsets, whole_offsets, atol=1e-5, rtol=1e-4)

@@ -250,10 +250,9 @@ def test_cli_options_reach_the_job():
     assert spec.resources.gpus_per_actor == 0.5 and spec.storage_options == {"anon": True}
 
 
-def test_cli_compile_and_strip_options_reach_the_detection_options():
-    spec = _parse("videos/", "-o", "out", "--compile", "--budget-pnet-strip-pixels", "100000")
+def test_cli_compile_option_reaches_the_detection_options():
+    spec = _parse("videos/", "-o", "out", "--compile")
     assert spec.detection.compile is True
-    assert spec.detection.budget["pnet_strip_pixels"] == 100_000 and spec.detection.budget["rnet_crops"] == 512
     assert "compile" not in spec.detection.result_options()  # speed only: resuming a job may change it
     assert _parse("videos/", "-o", "out").detection.compile is False
 

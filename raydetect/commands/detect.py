@@ -111,9 +111,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"candidates through O-Net per pass (CPU default {cpu.onet_crops})")
     budget.add_argument("--budget-images", type=_positive_int, metavar="N",
                         help=f"frames per micro-batch at most (CPU default {cpu.max_images})")
-    budget.add_argument("--budget-pnet-strip-pixels", type=_positive_int, metavar="PIXELS",
-                        help=f"level pixels per P-Net pass; larger levels run in strips (CPU default "
-                             f"{cpu.pnet_strip_pixels})")
 
     parser.add_argument("--overwrite", action="store_true", help="redo every input, replacing DEST's results")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
@@ -142,7 +139,6 @@ def job_spec(args: argparse.Namespace):
             ("rnet_crops", args.budget_rnet_crops),
             ("onet_crops", args.budget_onet_crops),
             ("max_images", args.budget_images),
-            ("pnet_strip_pixels", args.budget_pnet_strip_pixels),
         )
         if value is not None
     }

@@ -9,29 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from raydetect.mtcnn.nets import PNET_STRIDE, PNET_WINDOW
-
-
-def pyramid_scales(height: int, width: int, min_face_size: float, scale_factor: float) -> list[float]:
-    """Scales of the image pyramid: m * f**k while the shorter side stays >= 12 px.
-
-    m = 12 / min_face_size maps the smallest face to P-Net's 12-pixel window. The
-    products are accumulated step by step, as the reference does, so that level sizes
-    ``(int(height * s + 1), int(width * s + 1))`` match it exactly.
-    """
-    scale = PNET_WINDOW / min_face_size
-    shorter = min(height, width) * scale
-    scales = []
-    while shorter >= PNET_WINDOW:
-        scales.append(scale)
-        scale *= scale_factor
-        shorter *= scale_factor
-    return scales
-
-
-def level_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(height, width) in pixels of the pyramid level at ``scale``."""
-    return int(height * scale + 1), int(width * scale + 1)
+from raydetect.mtcnn.pyramid import PNET_STRIDE, PNET_WINDOW, level_size, pyramid_scales  # noqa: F401  (re-exported)
 
 
 def pnet_proposals(

@@ -37,9 +37,6 @@ class CascadeConfig:
         scale_factor: ratio between successive pyramid levels, in (0, 1).
         rnet_batch: at most this many 24x24 crops per R-Net forward pass.
         onet_batch: at most this many 48x48 crops per O-Net forward pass.
-        pnet_strip_pixels: at most this many level pixels per P-Net forward pass (all
-            images of the pass together); larger levels run in horizontal strips. None:
-            whole levels.
         compute_dtype: None for float32, else the autocast dtype of the forward passes
             (torch.float16 on CUDA, torch.bfloat16 on CPUs with bf16 instructions).
         packed_pyramid: run P-Net's trunk once over all levels packed into one canvas
@@ -52,7 +49,6 @@ class CascadeConfig:
     scale_factor: float = 0.709
     rnet_batch: int = 512
     onet_batch: int = 64
-    pnet_strip_pixels: int | None = 262_144
     compute_dtype: torch.dtype | None = None
     packed_pyramid: bool = False
 
@@ -97,38 +93,12 @@ def _forward(net: torch.nn.Module, crops: torch.Tensor, dtype: torch.dtype | Non
 def _pnet_over_levels(pnet: PNet, levels: list[torch.Tensor], config: CascadeConfig):
     """(face_prob, offsets) of every level, level by level or in one packed trunk pass."""
     if not config.packed_pyramid or len(levels) == 1:
-        return [_pnet_in_strips(pnet, level, config) for level in levels]
+        return [_forward(pnet, level, config.compute_dtype) for level in levels]
     with _precision(levels[0].device, config.compute_dtype):
         canvas, placements = pack([pnet.stem(normalize(level)) for level in levels])
         face_prob, offsets = pnet.trunk(canvas)
     shrink = PNet.TRUNK_SHRINK
     return [(unpack(face_prob, p, shrink).float(), unpack(offsets, p, shrink).float()) for p in placements]
-
-
-def _pnet_in_strips(pnet: PNet, level: torch.Tensor, config: CascadeConfig):
-    """P-Net over one (N, 3, h, w) level in horizontal strips of at most ``pnet_strip_pixels``.
-
-    On the CPU, activations of a whole large level leave the caches and every
-    elementwise layer becomes memory-bound; strips keep them cache-resident. Output row
-    r depends on level rows [2r, 2r + 12) only (P-Net has no padding, and its one
-    pooling layer is aligned by starting every strip on an even row), so strips
-    overlapping by 10 rows give exactly the rows of a whole-level pass.
-    """
-    count, _, height, width = level.shape
-    output_rows = (height - 1) // 2 - PNet.TRUNK_SHRINK  # ceil((h - 2) / 2) - 4
-    window = PNet.TRUNK_SHRINK * 2 + 2  # extra input rows a strip needs beyond 2 per output row
-    budget = config.pnet_strip_pixels
-    rows_per_strip = max(1, (budget // (count * width) - window) // 2) if budget else output_rows
-    if rows_per_strip >= output_rows:
-        return _forward(pnet, level, config.compute_dtype)
-    parts = []
-    for first in range(0, output_rows, rows_per_strip):
-        last = first + rows_per_strip
-        stop = 2 * last + window if last < output_rows else height
-        parts.append(_forward(pnet, level[:, :, 2 * first : stop], config.compute_dtype))
-    face_prob = torch.cat([part[0] for part in parts], dim=1)
-    offsets = torch.cat([part[1] for part in parts], dim=2)
-    return face_prob, offsets
 
 
 def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: CascadeConfig):

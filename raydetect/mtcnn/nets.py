@@ -16,9 +16,7 @@ PIXEL_SCALE = 1.0 / 128.0
 # Input side of the crops that R-Net and O-Net take, in pixels.
 RNET_INPUT_SIZE = 24
 ONET_INPUT_SIZE = 48
-# P-Net sees 12x12 windows with a stride of 2 in the level it runs on.
-PNET_WINDOW = 12
-PNET_STRIDE = 2
+from raydetect.mtcnn.pyramid import PNET_STRIDE, PNET_WINDOW  # noqa: F401  (P-Net's window and stride)
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
