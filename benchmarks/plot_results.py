@@ -80,12 +80,13 @@ def detector_speed_series(data: dict) -> list[dict]:
     """Per workload: bar labels, ms per frame (reference first) and the median speed-up (range) of each of ours."""
     _require(data, ("results",), "detector-speed")
     series = []
+    ours_name = "raydetect\ncompiled" if data.get("compiled") else "raydetect"
     for name, summary in data["results"].items():
         ours = sorted(summary["ours"].items(), key=lambda item: int(item[0]))
         series.append({
             "workload": name, "frames": summary.get("frames"),
             "faces_per_frame": summary.get("peer_faces_per_frame"),
-            "labels": ["reference"] + [f"raydetect\n{b} / call" for b, _ in ours],
+            "labels": ["reference"] + [f"{ours_name}\n{b} / call" for b, _ in ours],
             "ms": [summary["peer_ms_per_frame"]] + [o["ms_per_frame"] for _, o in ours],
             "speedups": [(o["speedup_median"], *o["speedup_range"]) for _, o in ours],
         })
