@@ -20,7 +20,11 @@ except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
 
 
 class SummedAreaTables:
-    """Exact integer summed-area tables of several uint8 RGB images in one flat buffer.
+    """Exact integer summed-area tables of several uint8 RGB images.
+
+    Kept twice: as channel planes of one flat buffer for crops of any image (gathers), and
+    per image with channels interleaved for whole-image pyramid levels (row and column
+    gathers).
 
     Args:
         images: sequence of (H, W, 3) uint8 tensors on one device; sizes may differ.
@@ -44,7 +48,6 @@ class SummedAreaTables:
             strides.append(width + 1)
             self.sizes.append((height, width))
             offset += (height + 1) * (width + 1)
-        self.offsets = bases
         # Channel planes (3, total cells): a 1-D gather per channel is far faster than gathering 3-wide rows.
         self.planes = torch.cat(tables, dim=1).contiguous()
         self.base = torch.tensor(bases, dtype=torch.long, device=device)
@@ -78,7 +81,6 @@ class SummedAreaTables:
         counts = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).to(torch.float32)
         means = sums.to(torch.float32).div_(counts[..., None])
         return means.permute(0, 3, 1, 2)
-
 
     def resample_whole(self, image_indices: list[int], height: int, width: int) -> torch.Tensor:
         """Area-resample whole images of one size to height x width: pyramid levels.
