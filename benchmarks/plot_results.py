@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -260,9 +261,16 @@ def _chunk_label(kinds: str) -> str:
     return "\n".join(part for part in (f"{crowd} crowd" if crowd else "", f"{empty} empty" if empty else "") if part)
 
 
+def _budget_label(name: str) -> str:
+    """A budget's name on short lines for a narrow bar: "adaptive (roomy budget)" -> "adaptive\\nroomy\\nbudget",
+    so budgets that share their first word stay apart."""
+    head, _, inner = name.partition(" (")
+    return "\n".join(textwrap.wrap(head, 9) + textwrap.wrap(inner.rstrip(")"), 9))
+
+
 def pipeline_batching_series(data: dict) -> dict:
-    """Chunk labels and faces; per budget the frames of each pass per chunk, the largest micro-batch's R-Net and
-    O-Net candidates per chunk, and the peak RSS."""
+    """Chunk labels and faces; per budget its short label, the frames of each pass per chunk, the largest
+    micro-batch's R-Net and O-Net candidates per chunk, and the peak RSS."""
     _require(data, ("results",), "pipeline-batching")
     budgets = list(data["results"])
     if not budgets:
@@ -270,7 +278,8 @@ def pipeline_batching_series(data: dict) -> dict:
     first = data["results"][budgets[0]]["chunks"]
     return {
         "chunks": [_chunk_label(c["kinds"]) for c in first], "faces": [c["faces"] for c in first],
-        "budgets": {name: {"passes": [c["passes"] for c in r["chunks"]], "rnet": [c["rnet"] for c in r["chunks"]],
+        "budgets": {name: {"label": _budget_label(name), "passes": [c["passes"] for c in r["chunks"]],
+                           "rnet": [c["rnet"] for c in r["chunks"]],
                            "onet": [c["onet"] for c in r["chunks"]], "peak_rss_mib": r["peak_rss_mib"]}
                     for name, r in data["results"].items()},
     }
@@ -284,9 +293,9 @@ def plot_pipeline_batching(data: dict, path: str | Path) -> None:
     names = list(s["budgets"])
     chunks = range(len(s["chunks"]))
     figure = plt.figure(figsize=(max(8.0, 1.1 * len(s["chunks"]) + 3), 7.5), dpi=120)
-    grid = figure.add_gridspec(2, 3)
-    passes, candidates, memory = figure.add_subplot(grid[0, :]), figure.add_subplot(grid[1, :2]), \
-        figure.add_subplot(grid[1, 2])
+    grid = figure.add_gridspec(2, 5)
+    passes, candidates, memory = figure.add_subplot(grid[0, :]), figure.add_subplot(grid[1, :3]), \
+        figure.add_subplot(grid[1, 3:])
     width = 0.8 / len(names)
     for b, name in enumerate(names):
         color, budget = BUDGET_COLORS[b % len(BUDGET_COLORS)], s["budgets"][name]
@@ -311,7 +320,7 @@ def plot_pipeline_batching(data: dict, path: str | Path) -> None:
     _plain_log_axis(candidates.yaxis)
     candidates.set(ylabel="R-Net candidates", title="largest micro-batch of each chunk")
     candidates.grid(axis="y", alpha=0.3, which="both")
-    memory.set_xticks(range(len(names)), [name.split(" (")[0] for name in names], fontsize=8, rotation=15)
+    memory.set_xticks(range(len(names)), [s["budgets"][name]["label"] for name in names], fontsize=7)
     memory.set_ylim(0, max(b["peak_rss_mib"] for b in s["budgets"].values()) * 1.2)
     memory.set(ylabel="MiB", title="peak RSS")
     memory.grid(axis="y", alpha=0.3)

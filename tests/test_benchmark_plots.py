@@ -103,6 +103,7 @@ def pipeline_batching_result() -> dict:
 
     return {"results": {
         "adaptive (default budget)": {"chunks": chunks([[8], [8], [2, 2, 2, 2]]), "peak_rss_mib": 1466, "faces": 1},
+        "adaptive (roomy budget)": {"chunks": chunks([[8], [8], [8]]), "peak_rss_mib": 1581, "faces": 1},
         "tight budget": {"chunks": chunks([[1] * 8] * 3), "peak_rss_mib": 672, "faces": 1},
     }}
 
@@ -203,6 +204,9 @@ def test_pipeline_batching_passes_per_chunk_and_budget(plots, tmp_path):
     assert series["budgets"]["adaptive (default budget)"]["passes"][2] == [2, 2, 2, 2]
     assert series["budgets"]["tight budget"]["rnet"] == [8000, 8000, 8000]
     assert series["budgets"]["tight budget"]["peak_rss_mib"] == 672
+    # budgets sharing a first word keep distinct labels under their peak-RSS bars, on short lines
+    labels = [budget["label"] for budget in series["budgets"].values()]
+    assert labels == ["adaptive\ndefault\nbudget", "adaptive\nroomy\nbudget", "tight\nbudget"]
     plots.plot_pipeline_batching(pipeline_batching_result(), tmp_path / "batching.png")
     _assert_png(tmp_path / "batching.png")
 
