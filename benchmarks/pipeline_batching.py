@@ -28,8 +28,12 @@ CROWDS = ["ultralight_imgs_17.jpg", "retinaface_bubbliiiing_street.jpg", "ultral
           "ultralight_imgs_1.jpg"]
 EMPTY = ["aero1.jpg", "aero3.jpg", "board.jpg", "apple.jpg"]
 BUDGETS = {
-    # The CPU default of raydetect.batching.WorkBudget.
+    # The CPU default of raydetect.batching.WorkBudget: passes sized for the caches, so 720p frames with
+    # hundreds of candidates each run one at a time.
     "adaptive (default budget)": None,
+    # Room for several frames per pass (the CPU default before passes were sized for the caches): shows the
+    # controller shrinking micro-batches after crowded frames and growing them back.
+    "adaptive (roomy budget)": {"pnet_pixels": 8_000_000, "rnet_crops": 4096, "onet_crops": 1024, "max_images": 64},
     # Budgets so large that no pass is ever split: every chunk runs as one batch, whatever it holds.
     "fixed (whole chunk per pass)": {"pnet_pixels": 10**12, "rnet_crops": 10**9, "onet_crops": 10**9,
                                      "max_images": 10**6},
