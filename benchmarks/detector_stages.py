@@ -1,7 +1,7 @@
 """Where a detect call's time goes: the cascade's stages and the network passes inside them.
 
 Runs the stage functions of :mod:`raydetect.mtcnn.cascade` one after the other on the speed benchmark's
-workloads (a 1280x720 street frame, the 312-face crowd photo; ``min_face_size`` 20, CPU, float32), and
+workloads (a 1280x720 street frame, the 312-face crowd photo; ``min_face_size`` 20, CPU), and
 separately the parts inside them: the pyramid levels' resampling and P-Net's forward passes inside
 ``propose``, R-Net's forward passes over all crops inside ``refine``, O-Net's inside ``finish``. What a
 stage costs beyond its network passes and resampling is box arithmetic, NMS and crop cutting. Minimum and
@@ -82,11 +82,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="FaceDetector(compile=True)")
+    parser.add_argument("--precision", default="float32", help="FaceDetector precision: float32 or bfloat16")
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    detector = FaceDetector(min_face_size=20, device="cpu", compile=args.compile)
-    print(f"torch threads {args.threads}, {'compiled' if detector.compiled else 'eager'}, "
+    detector = FaceDetector(min_face_size=20, device="cpu", compile=args.compile, precision=args.precision)
+    print(f"torch threads {args.threads}, {detector.precision}, {'compiled' if detector.compiled else 'eager'}, "
           f"{args.repeats} repeats: ms, min / median\n")
     for name, spec in WORKLOADS.items():
         (_, rgb), = media_inputs.load_all([spec], args.data_root)
