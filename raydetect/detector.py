@@ -47,7 +47,7 @@ class FaceDetector:
         compile: compile the networks with ``torch.compile`` (inductor), which fuses each
             convolution's PReLU and pooling into one kernel. Forward passes get faster
             (about 2x for R-Net on a CPU) after a one-time compilation in the first
-            ``detect`` call (30 s to a few minutes per process; PyTorch caches the kernels
+            ``detect`` call (20 s to over a minute per process; PyTorch caches the kernels
             on disk for later processes). Worth it for long jobs and servers, not for a
             few images. Needs a C++ compiler on the CPU; when compilation fails the
             detector warns and carries on uncompiled. Results agree with eager mode to
