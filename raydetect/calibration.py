@@ -33,8 +33,9 @@ import numpy as np
 from raydetect.pyramid_plan import PyramidPlan, plan_pyramid
 
 CACHE_ENV = "RAYDETECT_CACHE_DIR"
-# 2: fastest of the repeats, not the median; 3: P-Net terms fitted on their own; 4: repeats in rounds
-CALIBRATION_VERSION = 4
+# 2: fastest of the repeats, not the median; 3: P-Net terms fitted on their own; 4: repeats in rounds;
+# 5: fitted for relative error
+CALIBRATION_VERSION = 5
 # Frame sizes (height, width) of the uniform P-Net-only frames.
 UNIFORM_SIZES = ((360, 640), (540, 960), (720, 1280), (1080, 1920))
 CALIBRATION_MIN_FACE = 20
@@ -231,26 +232,31 @@ def fit_cost_model(samples: Sequence[Sample]) -> tuple[float, float, float, floa
     Two steps, so noise in the candidate-heavy timings cannot bend the P-Net terms: the frames
     without candidates (P-Net only) fix ``fixed`` and ``per GMAC``; the other frames' time left
     over after those fixes the two per-candidate costs. With fewer than two candidate-free
-    frames, all four are fitted together. Every fit is non-negative least squares.
+    frames, all four are fitted together. Every fit is non-negative least squares on relative
+    errors (each frame's residual divided by its time): an estimate is read as a ratio, and
+    plain least squares lets the largest frame decide the fixed cost, which then comes out near
+    zero and makes small frames look far cheaper than they are.
     """
     design = np.array([[1.0, s.gmacs, s.rnet_candidates, s.onet_candidates] for s in samples])
     target = np.array([s.ms for s in samples])
+    weight = 1.0 / np.maximum(target, 1e-3)
     pnet_only = (design[:, 2] == 0) & (design[:, 3] == 0)
     if pnet_only.sum() < 2:
-        return tuple(float(v) for v in _nonnegative_lstsq(design, target))
-    fixed, per_gmac = _nonnegative_lstsq(design[pnet_only, :2], target[pnet_only])
+        return tuple(float(v) for v in _nonnegative_lstsq(design, target, weight))
+    fixed, per_gmac = _nonnegative_lstsq(design[pnet_only, :2], target[pnet_only], weight[pnet_only])
     rest = ~pnet_only
     per_rnet, per_onet = (0.0, 0.0)
     if rest.any():
         leftover = target[rest] - fixed - per_gmac * design[rest, 1]
-        per_rnet, per_onet = _nonnegative_lstsq(design[rest, 2:], leftover)
+        per_rnet, per_onet = _nonnegative_lstsq(design[rest, 2:], leftover, weight[rest])
     return float(fixed), float(per_gmac), float(per_rnet), float(per_onet)
 
 
-def _nonnegative_lstsq(design: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least squares with every coefficient >= 0: a negative one (noise on a term that barely
-    varies) is dropped and the rest refitted."""
+def _nonnegative_lstsq(design: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Weighted least squares (residual i scaled by weight[i]) with every coefficient >= 0: a
+    negative one (noise on a term that barely varies) is dropped and the rest refitted."""
     active = list(range(design.shape[1]))
+    design, target = design * weight[:, None], target * weight
     while True:
         solution = np.zeros(design.shape[1])
         if active:
