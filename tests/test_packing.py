@@ -49,4 +49,3 @@ def test_packed_detector_finds_the_same_faces(data_dir, name):
         assert len(a) == len(b)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-

@@ -16,7 +16,6 @@ PIXEL_SCALE = 1.0 / 128.0
 # Input side of the crops that R-Net and O-Net take, in pixels.
 RNET_INPUT_SIZE = 24
 ONET_INPUT_SIZE = 48
-from raydetect.mtcnn.pyramid import PNET_STRIDE, PNET_WINDOW  # noqa: F401  (P-Net's window and stride)
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
