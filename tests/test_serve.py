@@ -3,7 +3,7 @@ Ray session, with a bearer token, then driven by plain ``requests``.
 
 Covers what only Serve does: batching across concurrent requests (with different parameters in
 one batch), a bounded load test mixing valid and invalid requests, a runtime change of the
-batching config, and the video stream through the deployment handle.
+batching config, the video stream through the deployment handle, and back-pressure answered 503.
 """
 
 from __future__ import annotations
@@ -272,3 +272,31 @@ def test_user_config_changes_apply_to_running_replicas(serve_url, photos, local,
     assert after["batches"] - before["batches"] == 6  # one image per batch under the tiny budget
     deploy(serve_config(BATCHING, LIMITS))
     wait_healthy(serve_url, lambda body: body["batching"] == BATCHING)
+
+
+def test_full_detector_queue_answers_503_and_the_rest_succeed(serve_url, photos, local):
+    """A second application whose detector takes one request and queues one more: Serve refuses the
+    rest with back-pressure, which the ingress answers 503 with Retry-After; nothing else fails."""
+    from ray import serve
+
+    config = serve_config({"max_batch_pixels": 1, "batch_wait_timeout_s": 0.0}, LIMITS)
+    (application,) = config["applications"]
+    application.update(name=f"{APP_NAME}-busy", route_prefix="/busy")
+    detector = next(d for d in application["deployments"] if d["name"] == "FaceDetector")
+    detector.update(max_ongoing_requests=1, max_queued_requests=1)
+    deploy(config)
+    busy_url = f"{serve_url}/busy"
+    try:
+        wait_healthy(busy_url)
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda _: post(busy_url, photos["multiface.jpg"], timeout=120), range(8)))
+        statuses = sorted(r.status_code for r in responses)
+        assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+        expected = local(photos["multiface.jpg"])
+        for response in responses:
+            if response.status_code == 503:
+                assert response.headers["Retry-After"] == "1" and "retry later" in response.json()["error"]
+            else:
+                assert_faces_equal(response.json()["faces"], expected, atol=ATOL)
+    finally:
+        serve.delete(f"{APP_NAME}-busy")
