@@ -9,6 +9,7 @@ time and wall time), since other load on a shared machine only ever adds time.
 
     .venv/bin/python benchmarks/detector_passes.py
     .venv/bin/python benchmarks/detector_passes.py --rounds 8 --output /tmp/passes.json
+    RAYDETECT_MALLOC_TUNING=0 .venv/bin/python benchmarks/detector_passes.py   # glibc's default thresholds
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from raydetect.allocator import retain_freed_memory
 from raydetect.mtcnn.weights import load_networks
 
 
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="JSON with the figures")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    malloc_tuned = retain_freed_memory()  # as FaceDetector does on the CPU (RAYDETECT_MALLOC_TUNING=0: off)
     _, rnet, onet = (net.to(memory_format=torch.channels_last) for net in load_networks())
     generator = torch.Generator().manual_seed(0)
 
@@ -70,13 +73,15 @@ def main() -> None:
             rows.append({"network": name, "per_pass": size, "unit": "us / crop",
                          "wall": wall / total * 1e6, "cpu": cpu / total * 1e6})
 
-    print(f"torch threads {args.threads}, minimum over {args.rounds} rounds\n")
+    allocator = "raised malloc thresholds" if malloc_tuned else "glibc's default malloc thresholds"
+    print(f"torch threads {args.threads}, {allocator}, minimum over {args.rounds} rounds\n")
     print("| network | crops per pass | wall time | CPU time |")
     print("|---|---:|---:|---:|")
     for row in rows:
         print(f"| {row['network']} | {row['per_pass']} | {row['wall']:.0f} {row['unit']} | {row['cpu']:.0f} {row['unit']} |")
     if args.output:
-        args.output.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "rows": rows}, indent=1))
+        args.output.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds,
+                                                "malloc_tuned": malloc_tuned, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raydetect.allocator import retain_freed_memory
 from raydetect.batching import BatchController, WorkBudget
 from raydetect.errors import InvalidImageError
 from raydetect.images import as_rgb_uint8
@@ -52,6 +53,12 @@ class FaceDetector:
             few images. Needs a C++ compiler on the CPU; when compilation fails the
             detector warns and carries on uncompiled. Results agree with eager mode to
             float rounding.
+
+    On a CPU device the detector also raises glibc's malloc thresholds for the process
+    (:func:`raydetect.allocator.retain_freed_memory`), so that each forward pass reuses
+    the memory of the last one instead of faulting in fresh pages: about 2x on R-Net's
+    passes, at the cost of up to 256 MiB of free heap kept mapped. ``RAYDETECT_MALLOC_TUNING=0``
+    turns this off.
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class FaceDetector:
         if not 0.0 < scale_factor < 1.0:
             raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
         self.device = _resolve_device(device)
+        if self.device.type == "cpu":
+            retain_freed_memory()
         if precision == "auto":
             precision = "float16" if self.device.type == "cuda" else "float32"
         if precision not in PRECISIONS:
