@@ -41,7 +41,9 @@ def random_boxes(count, seed):
 
 @pytest.mark.parametrize("kind,threshold,inclusive", [("union", 0.5, False), ("union", 0.7, True), ("min", 0.7, True)])
 @pytest.mark.parametrize("seed", range(4))
-def test_matches_greedy_reference(kind, threshold, inclusive, seed):
+@pytest.mark.parametrize("dense_limit", [0, 10**9], ids=["swept", "dense"])
+def test_matches_greedy_reference(monkeypatch, kind, threshold, inclusive, seed, dense_limit):
+    monkeypatch.setattr(nms_module, "DENSE_LIMIT", dense_limit)
     boxes, scores, groups = random_boxes(300 + 50 * seed, seed)
     got = nms(boxes, scores, threshold, groups, kind, inclusive).tolist()
     assert got == reference_nms(boxes, scores, threshold, groups.tolist(), kind, inclusive)
@@ -50,6 +52,7 @@ def test_matches_greedy_reference(kind, threshold, inclusive, seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_swept_pairs_equal_dense_pairs(monkeypatch, seed):
     boxes, scores, groups = random_boxes(3000, seed)
+    monkeypatch.setattr(nms_module, "DENSE_LIMIT", 10**9)
     dense = nms(boxes, scores, 0.5, groups).tolist()
     monkeypatch.setattr(nms_module, "DENSE_LIMIT", 0)
     swept = nms(boxes, scores, 0.5, groups).tolist()

@@ -65,7 +65,10 @@ class Candidates:
         return int(self.scores.shape[0])
 
     def select(self, rows: torch.Tensor) -> "Candidates":
-        return Candidates(self.image_index[rows], self.boxes[rows], self.scores[rows])
+        # index_select: several times faster than advanced indexing on the CPU
+        return Candidates(
+            self.image_index.index_select(0, rows), self.boxes.index_select(0, rows), self.scores.index_select(0, rows)
+        )
 
 
 @dataclass
@@ -145,11 +148,12 @@ def refine(rnet: RNet, tables: SummedAreaTables, sizes: torch.Tensor, candidates
     candidates, crops = _crop_candidates(tables, sizes, candidates, RNET_INPUT_SIZE)
     scores, offsets = _run_chunked(rnet, crops, len(candidates), config.rnet_batch, config.compute_dtype)
     passed = torch.nonzero(scores > config.thresholds[1]).squeeze(1)
-    candidates = Candidates(candidates.image_index[passed], candidates.boxes[passed], scores[passed])
-    offsets = offsets[passed]
+    candidates = Candidates(candidates.image_index, candidates.boxes, scores).select(passed)
+    offsets = offsets.index_select(0, passed)
     keep = nms(candidates.boxes, candidates.scores, NMS_REFINE, groups=candidates.image_index)
-    boxes = box_ops.calibrate(candidates.boxes[keep], offsets[keep], inclusive=True)
-    return Candidates(candidates.image_index[keep], box_ops.square(boxes), candidates.scores[keep])
+    candidates = candidates.select(keep)
+    boxes = box_ops.calibrate(candidates.boxes, offsets.index_select(0, keep), inclusive=True)
+    return Candidates(candidates.image_index, box_ops.square(boxes), candidates.scores)
 
 
 def finish(onet: ONet, tables: SummedAreaTables, sizes: torch.Tensor, candidates: Candidates, config: CascadeConfig):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raydetect.mtcnn import layers
+
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 1.0 / 128.0
 
@@ -57,12 +59,12 @@ class PNet(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 10, ceil((H - 2) / 2), ceil((W - 2) / 2))."""
-        return self.pool1(self.prelu1(self.conv1(x)))
+        return layers.max_pool_2x2(layers.prelu(self.conv1(x), self.prelu1.weight))
 
     def trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
-        x = self.prelu2(self.conv2(features))
-        x = self.prelu3(self.conv3(x))
+        x = layers.prelu(self.conv2(features), self.prelu2.weight)
+        x = layers.prelu(self.conv3(x), self.prelu3.weight)
         face_prob = torch.softmax(self.conv4_1(x), dim=1)[:, 1]
         return face_prob, self.conv4_2(x)
 

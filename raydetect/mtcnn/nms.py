@@ -15,8 +15,9 @@ import math
 
 import torch
 
-# Below this many boxes the full pairwise overlap matrix is cheaper than the sweep.
-DENSE_LIMIT = 2048
+# Up to this many boxes the full pairwise overlap matrix is cheaper than the sweep (on P-Net's
+# proposals on a 2-core CPU the sweep wins from about 200 boxes: 1.0 against 1.8 ms at 385).
+DENSE_LIMIT = 160
 
 
 def box_overlap(a: torch.Tensor, b: torch.Tensor, kind: str = "union", inclusive: bool = False) -> torch.Tensor:
@@ -63,12 +64,12 @@ def nms(
     if count == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
-    boxes = boxes[order].float()
+    boxes = boxes.index_select(0, order).float()
     if groups is not None:
-        boxes = _separate_groups(boxes, groups[order])
+        boxes = _separate_groups(boxes, groups.index_select(0, order))
     first, second = _overlapping_pairs(boxes, threshold, kind, inclusive)
     keep = _resolve_greedy(count, first, second)
-    return order[keep]
+    return order.masked_select(keep)
 
 
 def _separate_groups(boxes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -116,13 +117,17 @@ def _swept_pairs(boxes, threshold, inclusive):
     firsts, seconds = [], []
     for cls in torch.unique(size_class).tolist():
         members = torch.nonzero((size_class == cls) | (size_class == cls + 1)).squeeze(1)
-        first, second = _band_sweep(boxes[members], widths[members], heights[members])
+        first, second = _band_sweep(
+            boxes.index_select(0, members), widths.index_select(0, members), heights.index_select(0, members)
+        )
         # Pairs inside class cls + 1 alone are found when that class is the lower one.
-        lower = size_class[members] == cls
-        useful = lower[first] | lower[second]
-        first, second = members[first[useful]], members[second[useful]]
-        overlaps = box_overlap(boxes[first], boxes[second], "union", inclusive) > threshold
-        first, second = first[overlaps], second[overlaps]
+        lower = size_class.index_select(0, members) == cls
+        useful = torch.nonzero(lower.index_select(0, first) | lower.index_select(0, second)).squeeze(1)
+        first = members.index_select(0, first.index_select(0, useful))
+        second = members.index_select(0, second.index_select(0, useful))
+        overlapping = box_overlap(boxes.index_select(0, first), boxes.index_select(0, second), "union", inclusive)
+        overlaps = torch.nonzero(overlapping > threshold).squeeze(1)
+        first, second = first.index_select(0, overlaps), second.index_select(0, overlaps)
         firsts.append(torch.minimum(first, second))
         seconds.append(torch.maximum(first, second))
     return torch.cat(firsts), torch.cat(seconds)
@@ -138,7 +143,7 @@ def _band_sweep(boxes, widths, heights):
     x1 = boxes[:, 0].double() - x_origin
     x2 = boxes[:, 2].double() - x_origin
     order = torch.argsort(band * stride + x1)
-    band, x1, x2 = band[order], x1[order], x2[order]
+    band, x1, x2 = band.index_select(0, order), x1.index_select(0, order), x2.index_select(0, order)
     keys = band * stride + x1
     position = torch.arange(keys.shape[0], device=keys.device)
     # Same band: later boxes (by x1) that start before this one ends.
@@ -151,7 +156,7 @@ def _band_sweep(boxes, widths, heights):
     first_next, second_next = _expand_ranges(next_lo, next_hi)
     first = torch.cat([first_same, first_next])
     second = torch.cat([second_same, second_next])
-    return order[first], order[second]
+    return order.index_select(0, first), order.index_select(0, second)
 
 
 def _expand_ranges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +164,8 @@ def _expand_ranges(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, to
     counts = (hi - lo).clamp(min=0)
     owner = torch.repeat_interleave(torch.arange(lo.shape[0], device=lo.device), counts)
     starts = torch.cumsum(counts, 0) - counts
-    offset = torch.arange(owner.shape[0], device=lo.device) - starts[owner]
-    return owner, lo[owner] + offset
+    offset = torch.arange(owner.shape[0], device=lo.device) - starts.index_select(0, owner)
+    return owner, lo.index_select(0, owner) + offset
 
 
 def _resolve_greedy(count: int, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -173,8 +178,7 @@ def _resolve_greedy(count: int, first: torch.Tensor, second: torch.Tensor) -> to
     if first.numel() == 0:
         return keep
     while True:
-        suppressed = torch.zeros_like(keep)
-        suppressed[second[keep[first]]] = True
+        suppressed = torch.zeros_like(keep).index_fill_(0, second.masked_select(keep.index_select(0, first)), True)
         updated = ~suppressed
         if torch.equal(updated, keep):
             return keep

@@ -67,8 +67,8 @@ class SummedAreaTables:
         width = height if width is None else width
         row_start, row_end = _cell_edges(regions[:, 1], regions[:, 3], height)
         col_start, col_end = _cell_edges(regions[:, 0], regions[:, 2], width)
-        stride = self.row_stride[image_index][:, None]
-        base = self.base[image_index][:, None]
+        stride = self.row_stride.index_select(0, image_index)[:, None]
+        base = self.base.index_select(0, image_index)[:, None]
         rows = torch.stack([base + row_end * stride, base + row_start * stride])  # (2, K, height) flat offsets
         cols = torch.stack([col_end, col_start])  # (2, K, width)
         # Corners in the order bottom-right, bottom-left, top-right, top-left: (2, 2, K, height, width).

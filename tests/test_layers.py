@@ -1,0 +1,46 @@
+"""The channels-last PReLU and pooling give exactly ATen's numbers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raydetect.mtcnn import layers
+
+
+def _features(shape, seed, channels_last=True):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+SHAPES = [(1, 10, 433, 769), (2, 16, 7, 8), (3, 32, 5, 5), (1, 10, 1, 1), (4, 28, 22, 22), (1, 3, 2, 9)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_prelu_equals_aten(shape):
+    x = _features(shape, 0)
+    weight = torch.randn(shape[1])
+    out = layers.prelu(x, weight)
+    assert torch.equal(out, F.prelu(x, weight))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_max_pool_2x2_equals_aten_with_ceil_mode(shape):
+    x = _features(shape, 1)
+    out = layers.max_pool_2x2(x)
+    assert torch.equal(out, F.max_pool2d(x, 2, 2, ceil_mode=True))
+    assert out.shape[2:] == ((shape[2] + 1) // 2, (shape[3] + 1) // 2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_other_layouts_fall_back_to_aten():
+    x = _features((2, 10, 9, 11), 2, channels_last=False)
+    weight = torch.randn(10)
+    assert torch.equal(layers.prelu(x, weight), F.prelu(x, weight))
+    assert torch.equal(layers.max_pool_2x2(x), F.max_pool2d(x, 2, 2, ceil_mode=True))
+
+
+def test_pixel_counts_that_do_not_fill_whole_rows():
+    x = _features((1, 10, 3, 7), 3)  # 21 pixels: rows of one pixel
+    weight = torch.randn(10)
+    assert torch.equal(layers.prelu(x, weight), F.prelu(x, weight))
