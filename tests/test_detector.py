@@ -211,4 +211,4 @@ def test_bfloat16_finds_the_same_faces(data_dir):
 def test_options_are_readable():
     detector = FaceDetector(min_face_size=31, thresholds=(0.5, 0.6, 0.8), scale_factor=0.6, device="cpu")
     assert (detector.min_face_size, detector.thresholds, detector.scale_factor) == (31, (0.5, 0.6, 0.8), 0.6)
-    assert detector.config.packed_pyramid is False and detector.budget.pnet_pixels == 1_000_000
+    assert detector.config.pack_levels_below == 32_768 and detector.budget.pnet_pixels == 1_000_000

@@ -26,6 +26,9 @@ NMS_ACROSS_LEVELS = 0.7
 NMS_REFINE = 0.7
 NMS_FINAL = 0.7  # intersection over the smaller box
 
+# pack_levels_below for packing every pyramid level.
+ALL_LEVELS = 2**62
+
 
 @dataclass(frozen=True)
 class CascadeConfig:
@@ -39,9 +42,11 @@ class CascadeConfig:
         onet_batch: at most this many 48x48 crops per O-Net forward pass.
         compute_dtype: None for float32, else the autocast dtype of the forward passes
             (torch.float16 on CUDA, torch.bfloat16 on CPUs with bf16 instructions).
-        packed_pyramid: run P-Net's trunk once over all levels packed into one canvas
-            (fewer, larger passes: the GPU setting) instead of once per level (less
-            arithmetic: the CPU setting). Both give the same candidates.
+        pack_levels_below: pyramid levels of fewer pixels than this go through P-Net's
+            trunk together, packed into one canvas (one pass instead of several small
+            ones, whose fixed costs dominate); larger levels run one by one (no arithmetic
+            on the canvas's unused cells). 0 packs none; ALL_LEVELS packs every level,
+            the GPU setting. The candidates agree to float rounding.
     """
 
     min_face_size: float = 20.0
@@ -50,7 +55,7 @@ class CascadeConfig:
     rnet_batch: int = 512
     onet_batch: int = 64
     compute_dtype: torch.dtype | None = None
-    packed_pyramid: bool = False
+    pack_levels_below: int = 0
 
 
 @dataclass
@@ -94,14 +99,18 @@ def _forward(net: torch.nn.Module, crops: torch.Tensor, dtype: torch.dtype | Non
 
 
 def _pnet_over_levels(pnet: PNet, levels: list[torch.Tensor], config: CascadeConfig):
-    """(face_prob, offsets) of every level, level by level or in one packed trunk pass."""
-    if not config.packed_pyramid or len(levels) == 1:
+    """(face_prob, offsets) of every level: large levels one by one, small ones in one packed trunk pass."""
+    packed = [i for i, level in enumerate(levels) if level.shape[2] * level.shape[3] < config.pack_levels_below]
+    if len(packed) < 2:
         return [_forward(pnet, level, config.compute_dtype) for level in levels]
+    outputs = {i: _forward(pnet, level, config.compute_dtype) for i, level in enumerate(levels) if i not in packed}
     with _precision(levels[0].device, config.compute_dtype):
-        canvas, placements = pack([pnet.stem(normalize(level)) for level in levels])
+        canvas, placements = pack([pnet.stem(normalize(levels[i])) for i in packed])
         face_prob, offsets = pnet.trunk(canvas)
     shrink = PNet.TRUNK_SHRINK
-    return [(unpack(face_prob, p, shrink).float(), unpack(offsets, p, shrink).float()) for p in placements]
+    for i, place in zip(packed, placements):
+        outputs[i] = (unpack(face_prob, place, shrink).float(), unpack(offsets, place, shrink).float())
+    return [outputs[i] for i in range(len(levels))]
 
 
 def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: CascadeConfig):
