@@ -88,3 +88,16 @@ def test_overlap_kinds_by_hand():
     assert float(box_overlap(a, b, "union", inclusive=True)) == pytest.approx(66 / 121)
     with pytest.raises(ValueError, match="unknown overlap kind"):
         box_overlap(a, b, "giou")
+
+
+@pytest.mark.parametrize("dense_limit", [0, 10**9], ids=["swept", "dense"])
+def test_grouped_call_equals_one_call_per_group(monkeypatch, dense_limit):
+    monkeypatch.setattr(nms_module, "DENSE_LIMIT", dense_limit)
+    boxes, scores, groups = random_boxes(600, 5)
+    groups = groups * 10**9 + 7  # any integers name the groups
+    together = sorted(nms(boxes, scores, 0.5, groups).tolist())
+    separately = []
+    for value in groups.unique().tolist():
+        members = torch.nonzero(groups == value).squeeze(1)
+        separately += members[nms(boxes[members], scores[members], 0.5)].tolist()
+    assert together == sorted(separately)

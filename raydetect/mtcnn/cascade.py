@@ -124,7 +124,7 @@ def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: C
     calibrated proposals and the number of level pixels P-Net processed.
     """
     device = sizes.device
-    found: list[Candidates] = []
+    found: list[tuple[torch.Tensor, ...]] = []  # per level: image index, boxes, scores, offsets
     pixels = 0
     for (height, width), members in _group_by_shape(sizes.tolist()).items():
         member_index = torch.tensor(members, dtype=torch.long, device=device)
@@ -135,17 +135,17 @@ def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: C
             local_index, boxes, scores, box_offsets = box_ops.pnet_proposals(
                 face_prob, offsets, scale, config.thresholds[0]
             )
-            keep = nms(boxes, scores, NMS_WITHIN_LEVEL, groups=local_index)
-            image_index = member_index[local_index[keep]]
-            boxes_and_offsets = torch.cat([boxes[keep], box_offsets[keep]], dim=1)  # offsets ride along
-            found.append(Candidates(image_index, boxes_and_offsets, scores[keep]))
+            found.append((member_index.index_select(0, local_index), boxes, scores, box_offsets))
     if not found:
         return _no_candidates(device), pixels
-    merged = Candidates(
-        torch.cat([c.image_index for c in found]),
-        torch.cat([c.boxes for c in found]),
-        torch.cat([c.scores for c in found]),
+    image_index, boxes, scores, box_offsets = (torch.cat(parts) for parts in zip(*found))
+    # NMS within each level of each image, all in one call: one group per (level, image).
+    level = torch.repeat_interleave(
+        torch.arange(len(found), device=device), torch.tensor([len(part[2]) for part in found], device=device)
     )
+    keep = nms(boxes, scores, NMS_WITHIN_LEVEL, groups=level * len(sizes) + image_index)
+    keep = keep.index_select(0, torch.sort(level.index_select(0, keep), stable=True).indices)  # level by level
+    merged = Candidates(image_index, torch.cat([boxes, box_offsets], dim=1), scores).select(keep)  # offsets ride along
     keep = nms(merged.boxes[:, :4], merged.scores, NMS_ACROSS_LEVELS, groups=merged.image_index)
     merged = merged.select(keep)
     boxes = box_ops.calibrate(merged.boxes[:, :4], merged.boxes[:, 4:], inclusive=False)

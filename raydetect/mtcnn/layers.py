@@ -5,7 +5,9 @@ channels-last (N, C, H, W) tensor is C. P-Net has 10, 16 and 32 channels: inner 
 shorter than one or two AVX-512 registers. Both functions here give exactly ATen's
 numbers but arrange the work in long contiguous runs; on P-Net's first pyramid level of
 a 720p frame they cut its PReLU and pooling time by about 4x (see
-``benchmarks/detector_stages.py``). Other layouts fall back to ATen.
+``benchmarks/detector_stages.py``). Other layouts fall back to ATen, and so does code
+being compiled by ``torch.compile``: inductor fuses the plain operations itself, and the
+row folding below would make it recompile for every pyramid level.
 """
 
 from __future__ import annotations
@@ -71,4 +73,6 @@ def _max_of_pairs(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _channels_last(x: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return False
     return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last)

@@ -65,28 +65,23 @@ def nms(
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     boxes = boxes.index_select(0, order).float()
-    if groups is not None:
-        boxes = _separate_groups(boxes, groups.index_select(0, order))
-    first, second = _overlapping_pairs(boxes, threshold, kind, inclusive)
+    if groups is None:
+        groups = torch.zeros(count, dtype=torch.long, device=boxes.device)
+    else:  # consecutive group numbers from 0, in score order
+        groups = torch.unique(groups, return_inverse=True)[1].index_select(0, order)
+    first, second = _overlapping_pairs(boxes, groups, threshold, kind, inclusive)
     keep = _resolve_greedy(count, first, second)
     return order.masked_select(keep)
 
 
-def _separate_groups(boxes: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Shift each group along x so that boxes of different groups can never overlap."""
-    span = float(boxes[:, 2].max() - boxes[:, 0].min()) + 2.0
-    shift = (groups.to(boxes.dtype) - groups.min().to(boxes.dtype)) * span
-    return boxes + torch.stack([shift, torch.zeros_like(shift), shift, torch.zeros_like(shift)], dim=1)
-
-
-def _overlapping_pairs(boxes, threshold, kind, inclusive):
-    """(first, second): positions in ``boxes`` (sorted by score) with first < second and overlap > threshold."""
+def _overlapping_pairs(boxes, groups, threshold, kind, inclusive):
+    """(first, second): positions in ``boxes`` (sorted by score) of one group, first < second, overlap > threshold."""
     if boxes.shape[0] <= DENSE_LIMIT or kind != "union" or threshold <= 0:
-        return _dense_pairs(boxes, threshold, kind, inclusive)
-    return _swept_pairs(boxes, threshold, inclusive)
+        return _dense_pairs(boxes, groups, threshold, kind, inclusive)
+    return _swept_pairs(boxes, groups, threshold, inclusive)
 
 
-def _dense_pairs(boxes, threshold, kind, inclusive, rows_per_chunk: int = 1024):
+def _dense_pairs(boxes, groups, threshold, kind, inclusive, rows_per_chunk: int = 1024):
     count = boxes.shape[0]
     firsts, seconds = [], []
     for start in range(0, count, rows_per_chunk):
@@ -95,63 +90,90 @@ def _dense_pairs(boxes, threshold, kind, inclusive, rows_per_chunk: int = 1024):
         later = torch.arange(count, device=boxes.device)[None, :] > torch.arange(
             start, start + rows.shape[0], device=boxes.device
         )[:, None]
-        first, second = torch.nonzero((overlap > threshold) & later, as_tuple=True)
+        same_group = groups[start : start + rows_per_chunk, None] == groups[None, :]
+        first, second = torch.nonzero((overlap > threshold) & later & same_group, as_tuple=True)
         firsts.append(first + start)
         seconds.append(second)
     return torch.cat(firsts), torch.cat(seconds)
 
 
-def _swept_pairs(boxes, threshold, inclusive):
+def _swept_pairs(boxes, groups, threshold, inclusive):
     """Candidate pairs by size class and row band, then the exact overlap test.
 
     IoU > t needs the smaller area to exceed t times the larger, so with size classes
-    of width log(1 / t) only boxes in the same or adjacent class can pair. Within two
-    adjacent classes, rows are cut into bands as tall as the tallest box, so a box can
-    only meet boxes of its own band or the next one, within a window of x1 values.
+    of width log(1 / t) only boxes in the same or adjacent class can pair. Each box
+    therefore joins two sweep groups: that of its own class with the next (as the lower
+    class) and that of the class below with its own (as the upper class). Within a
+    group, rows are cut into bands as tall as the group's tallest box, so a box can only
+    meet boxes of its own band or the next one, within a window of x1 values. All groups
+    are swept at once, laid end to end along one sort key; boxes of different ``groups``
+    (images) fall in different sweep groups and never pair.
     """
     extra = 1.0 if inclusive else 0.0
     widths = boxes[:, 2] - boxes[:, 0] + extra
     heights = boxes[:, 3] - boxes[:, 1] + extra
     area = (widths * heights).clamp(min=1e-6)
     size_class = torch.floor(torch.log(area.double()) / math.log(1.0 / threshold)).long()
-    firsts, seconds = [], []
-    for cls in torch.unique(size_class).tolist():
-        members = torch.nonzero((size_class == cls) | (size_class == cls + 1)).squeeze(1)
-        first, second = _band_sweep(
-            boxes.index_select(0, members), widths.index_select(0, members), heights.index_select(0, members)
-        )
-        # Pairs inside class cls + 1 alone are found when that class is the lower one.
-        lower = size_class.index_select(0, members) == cls
-        useful = torch.nonzero(lower.index_select(0, first) | lower.index_select(0, second)).squeeze(1)
-        first = members.index_select(0, first.index_select(0, useful))
-        second = members.index_select(0, second.index_select(0, useful))
-        overlapping = box_overlap(boxes.index_select(0, first), boxes.index_select(0, second), "union", inclusive)
-        overlaps = torch.nonzero(overlapping > threshold).squeeze(1)
-        first, second = first.index_select(0, overlaps), second.index_select(0, overlaps)
-        firsts.append(torch.minimum(first, second))
-        seconds.append(torch.maximum(first, second))
-    return torch.cat(firsts), torch.cat(seconds)
+    size_class -= size_class.min()
+    classes = int(size_class.max()) + 2
+    count = boxes.shape[0]
+    # Entries: every box once in sweep group (its class) and once in (its class - 1), within its own group.
+    box_id = torch.arange(count, device=boxes.device).repeat(2)
+    group = torch.cat([size_class, size_class - 1]) + 1 + classes * groups.repeat(2)
+    first, second = _band_sweep(boxes.index_select(0, box_id), widths.index_select(0, box_id),
+                                heights.index_select(0, box_id), group)
+    # A group's pairs need at least one box of its lower class; the others are found in the group above.
+    lower = size_class.index_select(0, box_id) + 1 == group % classes
+    useful = torch.nonzero(lower.index_select(0, first) | lower.index_select(0, second)).squeeze(1)
+    first = box_id.index_select(0, first.index_select(0, useful))
+    second = box_id.index_select(0, second.index_select(0, useful))
+    overlapping = box_overlap(boxes.index_select(0, first), boxes.index_select(0, second), "union", inclusive)
+    overlaps = torch.nonzero(overlapping > threshold).squeeze(1)
+    first, second = first.index_select(0, overlaps), second.index_select(0, overlaps)
+    return torch.minimum(first, second), torch.maximum(first, second)
 
 
-def _band_sweep(boxes, widths, heights):
-    """Every pair of boxes whose x and y extents may touch (a superset), each pair once."""
-    band_height = float(heights.max()) + 1.0
-    max_width = float(widths.max()) + 1.0
-    x_origin = float(boxes[:, 0].min()) - max_width - 2.0
-    band = torch.floor((boxes[:, 1].double() - float(boxes[:, 1].min())) / band_height)
-    stride = float(boxes[:, 2].max()) - x_origin + max_width + 4.0  # wider than any x key range
-    x1 = boxes[:, 0].double() - x_origin
-    x2 = boxes[:, 2].double() - x_origin
-    order = torch.argsort(band * stride + x1)
-    band, x1, x2 = band.index_select(0, order), x1.index_select(0, order), x2.index_select(0, order)
-    keys = band * stride + x1
+def _group_max(values: torch.Tensor, group: torch.Tensor, groups: int) -> torch.Tensor:
+    return torch.full((groups,), -math.inf, dtype=values.dtype, device=values.device).scatter_reduce(
+        0, group, values, "amax"
+    )
+
+
+def _band_sweep(boxes, widths, heights, group):
+    """Every pair of entries of one group whose x and y extents may touch (a superset), each pair once.
+
+    Keys are float64 and offset by whole pixels: coordinates stay exact far beyond any image size.
+    """
+    groups = int(group.max()) + 1
+    boxes = boxes.double()
+    band_height = _group_max(heights.double(), group, groups) + 1.0
+    max_width = _group_max(widths.double(), group, groups) + 1.0
+    top = -_group_max(-boxes[:, 1], group, groups)
+    left = -_group_max(-boxes[:, 0], group, groups)
+    right = _group_max(boxes[:, 2], group, groups)
+    # Per group: x measured from an origin left of every box, and a band stride wider than any x range.
+    x_origin = (left - max_width - 2.0).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    stride = (right - x_origin + max_width + 4.0).nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    bands = torch.floor((boxes[:, 1] - top.index_select(0, group)) / band_height.index_select(0, group))
+    band_count = _group_max(bands, group, groups).nan_to_num(-1.0, posinf=-1.0, neginf=-1.0) + 3.0
+    # Groups end to end along the key, each with two spare bands so that "next band" never reaches the next group.
+    group_start = torch.cumsum(band_count * stride, 0) - band_count * stride
+    g_stride, g_width = stride.index_select(0, group), max_width.index_select(0, group)
+    x1 = boxes[:, 0] - x_origin.index_select(0, group)
+    x2 = boxes[:, 2] - x_origin.index_select(0, group)
+    band_key = group_start.index_select(0, group) + bands * g_stride
+    order = torch.argsort(band_key + x1)
+    band_key, x1, x2 = band_key.index_select(0, order), x1.index_select(0, order), x2.index_select(0, order)
+    g_stride, g_width = g_stride.index_select(0, order), g_width.index_select(0, order)
+    keys = band_key + x1
     position = torch.arange(keys.shape[0], device=keys.device)
-    # Same band: later boxes (by x1) that start before this one ends.
+    # Same band: later entries (by x1) that start before this one ends.
     same_lo = position + 1
-    same_hi = torch.searchsorted(keys, band * stride + x2 + 1.0, right=True)
-    # Next band: boxes starting within one maximal width before this one, up to its end.
-    next_lo = torch.searchsorted(keys, (band + 1) * stride + x1 - max_width - 1.0, right=False)
-    next_hi = torch.searchsorted(keys, (band + 1) * stride + x2 + 1.0, right=True)
+    same_hi = torch.searchsorted(keys, band_key + x2 + 1.0, right=True)
+    # Next band: entries starting within one maximal width before this one, up to its end.
+    next_band = band_key + g_stride
+    next_lo = torch.searchsorted(keys, next_band + x1 - g_width - 1.0, right=False)
+    next_hi = torch.searchsorted(keys, next_band + x2 + 1.0, right=True)
     first_same, second_same = _expand_ranges(same_lo, same_hi)
     first_next, second_next = _expand_ranges(next_lo, next_hi)
     first = torch.cat([first_same, first_next])
