@@ -10,6 +10,8 @@ number of faces, and no level re-reads the full-resolution frame.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -96,26 +98,38 @@ class SummedAreaTables:
             (len(image_indices), 3, height, width) float32 in [0, 255], channels-last.
         """
         source_height, source_width = self.sizes[image_indices[0]]
-        device = self.planes.device
-        full = torch.tensor([[0, source_height, source_width]], device=device)
-        row_start, row_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 1], height))
-        col_start, col_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 2], width))
-        counts = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :]).to(torch.float32)
-        counts = counts.repeat_interleave(3, dim=1)  # (height, width * 3), like the sums below
-        # Column c of channel k sits at 3 * c + k in a row of the interleaved table.
-        channel = torch.arange(3, device=device)
-        col_end = (col_end[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
-        col_start = (col_start[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
+        rows_end, rows_start, cols_end, cols_start, counts = _level_geometry(
+            source_height, source_width, height, width, self.planes.device
+        )
         levels = []
         for index in image_indices:
             if self.sizes[index] != (source_height, source_width):
                 raise ValueError("resample_whole takes images of one size")
             table = self.whole_tables[index]
-            row_sums = table.index_select(0, row_end) - table.index_select(0, row_start)  # (height, (W + 1) * 3)
-            sums = row_sums.gather(1, col_end) - row_sums.gather(1, col_start)  # (height, width * 3)
-            levels.append(sums.to(torch.float32).div_(counts))
-        means = torch.stack(levels).view(len(image_indices), height, width, 3)
-        return means.permute(0, 3, 1, 2)
+            row_sums = table.index_select(0, rows_end) - table.index_select(0, rows_start)  # (height, (W + 1) * 3)
+            sums = row_sums.gather(1, cols_end) - row_sums.gather(1, cols_start)  # (height, width * 3)
+            levels.append(sums.to(torch.float32).view(height, width, 3).div_(counts))
+        means = levels[0].unsqueeze(0) if len(levels) == 1 else torch.stack(levels)
+        return means.view(len(image_indices), height, width, 3).permute(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=48)  # a few frame sizes' levels
+def _level_geometry(source_height: int, source_width: int, height: int, width: int, device: torch.device):
+    """Index tensors of one pyramid level, cached: a video's frames share their levels.
+
+    Returns the table rows ending and starting each output row (height,), the
+    interleaved table columns ending and starting each output value (height, width * 3,
+    broadcast views), and the pixel count of each output cell (height, width, 1).
+    """
+    full = torch.tensor([[0, source_height, source_width]], device=device)
+    row_start, row_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 1], height))
+    col_start, col_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 2], width))
+    counts = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :]).to(torch.float32)[:, :, None]
+    # Column c of channel k sits at 3 * c + k in a row of the interleaved table.
+    channel = torch.arange(3, device=device)
+    cols_end = (col_end[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
+    cols_start = (col_start[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
+    return row_end, row_start, cols_end, cols_start, counts
 
 
 def _integral(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
