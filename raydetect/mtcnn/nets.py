@@ -8,6 +8,7 @@ loads with ``strict=True``. All three expect input normalised by
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from raydetect.mtcnn import layers
@@ -65,8 +66,10 @@ class PNet(nn.Module):
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
         x = layers.prelu(self.conv2(features), self.prelu2.weight)
         x = layers.prelu(self.conv3(x), self.prelu3.weight)
-        face_prob = torch.softmax(self.conv4_1(x), dim=1)[:, 1]
-        return face_prob, self.conv4_2(x)
+        # Both 1x1 heads in one convolution; softmax over two logits is the sigmoid of their difference.
+        weight = torch.cat([self.conv4_1.weight, self.conv4_2.weight])
+        heads = F.conv2d(x, weight, torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
+        return torch.sigmoid(heads[:, 1] - heads[:, 0]), heads[:, 2:]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.trunk(self.stem(x))
