@@ -65,11 +65,11 @@ def measure(detector: FaceDetector, image: torch.Tensor) -> dict[str, float]:
         lambda: [tables.resample_whole([0], *box_ops.level_size(height, width, s)) for s in scales])
     _, times["  P-Net passes"] = _timed(lambda: [_forward(pnet, level, config.compute_dtype) for level in levels])
     (proposals, _), times["propose (P-Net stage)"] = _timed(lambda: propose(pnet, tables, sizes, config))
-    kept, rnet_crops = _crop_candidates(tables, sizes, proposals, RNET_INPUT_SIZE)
+    kept, rnet_crops, _ = _crop_candidates(tables, sizes, proposals, RNET_INPUT_SIZE)
     times["  R-Net crops cut"], times["  R-Net passes"] = _crops_and_passes(
         rnet, rnet_crops, len(kept), config.rnet_batch, config.compute_dtype)
     refined, times["refine (R-Net stage)"] = _timed(lambda: refine(rnet, tables, sizes, proposals, config))
-    kept, onet_crops = _crop_candidates(tables, sizes, refined, ONET_INPUT_SIZE)
+    kept, onet_crops, _ = _crop_candidates(tables, sizes, refined, ONET_INPUT_SIZE)
     times["  O-Net crops cut"], times["  O-Net passes"] = _crops_and_passes(
         onet, onet_crops, len(kept), config.onet_batch, config.compute_dtype)
     _, times["finish (O-Net stage)"] = _timed(lambda: finish(onet, tables, sizes, refined, config))

@@ -52,13 +52,13 @@ class FaceDetector:
             fixed per-pass costs outweigh the canvas's unused cells. Results agree to
             float rounding either way.
         compile: compile the networks with ``torch.compile`` (inductor), which fuses each
-            convolution's PReLU and pooling into one kernel. Forward passes get faster
-            (about 2x for R-Net on a CPU) after a one-time compilation in the first
-            ``detect`` call (20 s to over a minute per process; PyTorch caches the kernels
-            on disk for later processes). Worth it for long jobs and servers, not for a
-            few images. Needs a C++ compiler on the CPU; when compilation fails the
-            detector warns and carries on uncompiled. Results agree with eager mode to
-            float rounding.
+            convolution's PReLU and pooling into one kernel, after a one-time compilation in
+            the first ``detect`` call (20 s to over a minute per process; PyTorch caches the
+            kernels on disk for later processes). On a 2-core CPU it gains on O-Net-heavy
+            frames (a 312-face crowd: 1.2x) and nothing on street frames; meant for GPUs,
+            long jobs and servers, not for a few images. Needs a C++ compiler on the CPU;
+            when compilation fails the detector warns and carries on uncompiled. Results
+            agree with eager mode to float rounding.
 
     On a CPU device the detector also raises glibc's malloc thresholds for the process
     (:func:`raydetect.allocator.retain_freed_memory`), so that each forward pass reuses
