@@ -26,13 +26,15 @@ from raydetect.mtcnn.weights import load_networks
 torch.set_num_threads(1)
 rnet = load_networks(None)[1].to(memory_format=torch.channels_last)
 crops = torch.rand(512, 3, 24, 24).contiguous(memory_format=torch.channels_last)
+faults = []
 with torch.inference_mode():
     rnet(crops)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
+    for _ in range(5):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         rnet(crops)
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
-print(json.dumps({"applied": applied, "faults_per_pass": faults}))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+# The median pass: a single pass may still grow the heap once.
+print(json.dumps({"applied": applied, "faults_per_pass": sorted(faults)[2]}))
 """
 
 # R-Net's first layer alone writes 512 x 28 x 22 x 22 float32 (28 MB, about 6,800 pages of 4 KiB).
