@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -32,9 +33,8 @@ TRIM_THRESHOLD_BYTES = 256 * 2**20
 
 OPT_OUT_VARIABLE = "RAYDETECT_MALLOC_TUNING"
 
-_state: dict[str, bool] = {}
 
-
+@functools.cache
 def retain_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process, once.
 
@@ -46,12 +46,6 @@ def retain_freed_memory() -> bool:
     Returns:
         Whether the thresholds set here are in effect.
     """
-    if "applied" not in _state:
-        _state["applied"] = _apply()
-    return _state["applied"]
-
-
-def _apply() -> bool:
     if os.environ.get(OPT_OUT_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:

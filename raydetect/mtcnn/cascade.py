@@ -207,7 +207,7 @@ def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
 
     Crops are cut in reading order (image, then top edge, then left edge), not in score
     order: overlapping candidates then read the same parts of the summed-area table one
-    after the other, which keeps them in cache (the 312-face crowd photo: 1.4x faster
+    after the other, which keeps them in cache (the 312-face crowd photo: 1.3x faster
     cutting). ``crops(start, stop)`` cuts positions start..stop of that order, and
     ``restore`` maps the networks' outputs back to the candidates' order.
     """
@@ -225,8 +225,7 @@ def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
         return tables.resample(image_index[start:stop], regions[start:stop], size)
 
     def restore(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        positions = torch.empty_like(reading_order)
-        positions[reading_order] = torch.arange(len(reading_order), device=reading_order.device)
+        positions = torch.argsort(reading_order)  # the inverse permutation
         return tuple(output.index_select(0, positions) for output in outputs)
 
     return candidates, crops, restore
