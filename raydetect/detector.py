@@ -21,6 +21,7 @@ from raydetect.errors import InvalidImageError
 from raydetect.images import as_rgb_uint8
 from raydetect.mtcnn import boxes as box_ops
 from raydetect.mtcnn.cascade import ALL_LEVELS, CascadeConfig, run_cascade
+from raydetect.mtcnn.streams import SERIAL, Streams
 from raydetect.mtcnn.weights import load_networks
 from raydetect.results import Detections
 
@@ -59,6 +60,12 @@ class FaceDetector:
             long jobs and servers, not for a few images. Needs a C++ compiler on the CPU;
             when compilation fails the detector warns and carries on uncompiled. Results
             agree with eager mode to float rounding.
+        cpu_streams: on a CPU, the independent pieces of each stage (groups of pyramid
+            levels, chunks of crops) run side by side on this many threads, the calling
+            one and helpers, each with an equal share of torch's intra-op threads
+            (:mod:`raydetect.mtcnn.streams`). With fewer intra-op threads than this,
+            one stream per thread. 1 runs everything in the calling thread on all of
+            them. Compiled networks and CUDA devices always run as one stream.
 
     On a CPU device the detector also raises glibc's malloc thresholds for the process
     (:func:`raydetect.allocator.retain_freed_memory`), so that each forward pass reuses
@@ -78,7 +85,10 @@ class FaceDetector:
         weights_dir: str | Path | None = None,
         packed_pyramid: bool | None = None,
         compile: bool = False,
+        cpu_streams: int = 2,
     ) -> None:
+        if isinstance(cpu_streams, bool) or not isinstance(cpu_streams, int) or cpu_streams < 1:
+            raise ValueError(f"cpu_streams must be a whole number of at least 1, got {cpu_streams!r}")
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds must be three probabilities in [0, 1], got {thresholds}")
@@ -115,6 +125,7 @@ class FaceDetector:
         if self.compiled:
             # Dynamic shapes: crop counts and level sizes change from call to call.
             self.nets = tuple(torch.compile(net, dynamic=True) for net in self.nets)
+        self.cpu_streams = cpu_streams
         self.last_stats: dict = {}
 
     @property
@@ -166,18 +177,25 @@ class FaceDetector:
         self.last_stats = totals
         return results
 
+    def _streams(self) -> Streams:
+        if self.device.type != "cpu" or self.compiled:  # compiled modules are not for concurrent threads
+            return SERIAL
+        return Streams.for_cpu(self.cpu_streams)
+
     def _run(self, tensors: list[torch.Tensor]):
         try:
-            with torch.inference_mode():
-                return run_cascade(self.nets, tensors, self.config)
+            streams = self._streams()
+            with torch.inference_mode(), streams.running():
+                return run_cascade(self.nets, tensors, self.config, streams)
         except Exception as exc:
             if not self.compiled or not _is_compile_failure(exc):
                 raise
             reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         warnings.warn(f"torch.compile failed ({reason}); the detector runs uncompiled", RuntimeWarning, stacklevel=3)
         self.nets, self.compiled = self._eager_nets, False
-        with torch.inference_mode():
-            return run_cascade(self.nets, tensors, self.config)
+        streams = self._streams()
+        with torch.inference_mode(), streams.running():
+            return run_cascade(self.nets, tensors, self.config, streams)
 
     def detect_one(self, image, bgr: bool = False) -> Detections:
         """Detect faces in one (H, W, 3) uint8 image."""

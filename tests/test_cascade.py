@@ -21,6 +21,7 @@ from raydetect.mtcnn.cascade import (
 )
 from raydetect.mtcnn.nets import normalize
 from raydetect.mtcnn.resample import SummedAreaTables
+from raydetect.mtcnn.streams import SERIAL, Streams
 from raydetect.mtcnn.weights import load_networks
 from test_nms import reference_nms
 
@@ -73,15 +74,20 @@ def _sizes(images):
     return torch.tensor([[img.shape[0], img.shape[1]] for img in images])
 
 
+# Each stage alone and in two streams (level groups and crop chunks side by side).
+STREAMS = pytest.mark.parametrize("streams", [SERIAL, Streams(2)], ids=["one stream", "two streams"])
+
+
 def _per_image(candidates: Candidates, index: int):
     rows = candidates.image_index == index
     return candidates.boxes[rows], candidates.scores[rows]
 
 
-def test_propose_equals_level_by_level_reference(nets, images):
+@STREAMS
+def test_propose_equals_level_by_level_reference(nets, images, streams):
     config = CascadeConfig(pack_levels_below=32_768)
-    with torch.inference_mode():
-        proposals, pixels = propose(nets[0], SummedAreaTables(images), _sizes(images), config)
+    with torch.inference_mode(), streams.running():
+        proposals, pixels = propose(nets[0], SummedAreaTables(images), _sizes(images), config, streams)
         assert pixels == sum(
             h * w for img in images for h, w in (
                 box_ops.level_size(img.shape[0], img.shape[1], s)
@@ -96,11 +102,12 @@ def test_propose_equals_level_by_level_reference(nets, images):
             torch.testing.assert_close(boxes, slow_boxes, atol=1e-3, rtol=0)
 
 
-def test_refine_equals_one_crop_at_a_time(nets, images):
+@STREAMS
+def test_refine_equals_one_crop_at_a_time(nets, images, streams):
     config = CascadeConfig(rnet_batch=64)  # several passes
-    with torch.inference_mode():
+    with torch.inference_mode(), streams.running():
         proposals, _ = propose(nets[0], SummedAreaTables(images), _sizes(images), config)
-        refined = refine(nets[1], SummedAreaTables(images), _sizes(images), proposals, config)
+        refined = refine(nets[1], SummedAreaTables(images), _sizes(images), proposals, config, streams)
         for index, image in enumerate(images):
             boxes, _ = _per_image(proposals, index)
             valid, (scores, offsets) = _crop_one_by_one(nets[1], image, boxes, 24)
@@ -115,12 +122,13 @@ def test_refine_equals_one_crop_at_a_time(nets, images):
             torch.testing.assert_close(got_boxes, expected, atol=1e-3, rtol=0)
 
 
-def test_finish_equals_one_crop_at_a_time(nets, images):
+@STREAMS
+def test_finish_equals_one_crop_at_a_time(nets, images, streams):
     config = CascadeConfig(onet_batch=4)  # several passes
-    with torch.inference_mode():
+    with torch.inference_mode(), streams.running():
         tables, sizes = SummedAreaTables(images), _sizes(images)
         refined = refine(nets[1], tables, sizes, propose(nets[0], tables, sizes, config)[0], config)
-        faces, landmarks = finish(nets[2], tables, sizes, refined, config)
+        faces, landmarks = finish(nets[2], tables, sizes, refined, config, streams)
         for index, image in enumerate(images):
             boxes, _ = _per_image(refined, index)
             valid, (scores, offsets, fractions) = _crop_one_by_one(nets[2], image, boxes, 48)

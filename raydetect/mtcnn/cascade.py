@@ -19,12 +19,16 @@ from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE, ONet, PNet, R
 from raydetect.mtcnn.nms import nms
 from raydetect.mtcnn.packing import pack, unpack
 from raydetect.mtcnn.resample import SummedAreaTables
+from raydetect.mtcnn.streams import SERIAL, Streams
 
 # Overlap thresholds of the original cascade.
 NMS_WITHIN_LEVEL = 0.5
 NMS_ACROSS_LEVELS = 0.7
 NMS_REFINE = 0.7
 NMS_FINAL = 0.7  # intersection over the smaller box
+
+# Chunks of crops that streams share are no smaller than this (a hand-over costs about as much as a few crops).
+MIN_CROPS_PER_CHUNK = 8
 
 # pack_levels_below for packing every pyramid level.
 ALL_LEVELS = 2**62
@@ -113,29 +117,30 @@ def _pnet_over_levels(pnet: PNet, levels: list[torch.Tensor], config: CascadeCon
     return [outputs[i] for i in range(len(levels))]
 
 
-def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: CascadeConfig):
+def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: CascadeConfig,
+            streams: Streams = SERIAL):
     """Stage 1: P-Net over every pyramid level of every image.
 
     Args:
         tables: summed-area tables of the batch's images, from which levels are resampled.
         sizes: (N, 2) int64 height, width of each image.
+        streams: the levels of each image size are split into groups of about equal
+            pixel count, one group per stream.
 
     Images of equal size share each level's forward pass. Returns the square,
     calibrated proposals and the number of level pixels P-Net processed.
     """
     device = sizes.device
-    found: list[tuple[torch.Tensor, ...]] = []  # per level: image index, boxes, scores, offsets
+    pieces = []  # (the pyramid of one image size, positions of the levels this piece runs)
     pixels = 0
     for (height, width), members in _group_by_shape(sizes.tolist()).items():
-        member_index = torch.tensor(members, dtype=torch.long, device=device)
-        scales = box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor)
-        levels = [tables.resample_whole(members, *box_ops.level_size(height, width, s)) for s in scales]
-        pixels += sum(level.shape[0] * level.shape[2] * level.shape[3] for level in levels)
-        for scale, (face_prob, offsets) in zip(scales, _pnet_over_levels(pnet, levels, config)):
-            local_index, boxes, scores, box_offsets = box_ops.pnet_proposals(
-                face_prob, offsets, scale, config.thresholds[0]
-            )
-            found.append((member_index.index_select(0, local_index), boxes, scores, box_offsets))
+        pyramid = _Pyramid(members, torch.tensor(members, dtype=torch.long, device=device), height, width, config)
+        pixels += len(members) * sum(pyramid.level_pixels)
+        pieces.extend((pyramid, positions) for positions in streams.split(pyramid.level_pixels))
+    found_by_level = {}  # (first image of the pyramid, level position) -> image index, boxes, scores, offsets
+    for found in streams.map(lambda piece: _propose_levels(pnet, tables, *piece, config), pieces):
+        found_by_level.update(found)
+    found = [found_by_level[key] for key in sorted(found_by_level)]
     if not found:
         return _no_candidates(device), pixels
     image_index, boxes, scores, box_offsets = (torch.cat(parts) for parts in zip(*found))
@@ -152,10 +157,13 @@ def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: C
     return Candidates(merged.image_index, box_ops.square(boxes), merged.scores), pixels
 
 
-def refine(rnet: RNet, tables: SummedAreaTables, sizes: torch.Tensor, candidates: Candidates, config: CascadeConfig):
-    """Stage 2: R-Net rescoring and calibration of every proposal, in crop chunks."""
+def refine(rnet: RNet, tables: SummedAreaTables, sizes: torch.Tensor, candidates: Candidates, config: CascadeConfig,
+           streams: Streams = SERIAL):
+    """Stage 2: R-Net rescoring and calibration of every proposal, in crop chunks spread over the streams."""
     candidates, crops, restore = _crop_candidates(tables, sizes, candidates, RNET_INPUT_SIZE)
-    scores, offsets = restore(_run_chunked(rnet, crops, len(candidates), config.rnet_batch, config.compute_dtype))
+    scores, offsets = restore(
+        _run_chunked(rnet, crops, len(candidates), config.rnet_batch, config.compute_dtype, streams)
+    )
     passed = torch.nonzero(scores > config.thresholds[1]).squeeze(1)
     candidates = Candidates(candidates.image_index, candidates.boxes, scores).select(passed)
     offsets = offsets.index_select(0, passed)
@@ -165,11 +173,12 @@ def refine(rnet: RNet, tables: SummedAreaTables, sizes: torch.Tensor, candidates
     return Candidates(candidates.image_index, box_ops.square(boxes), candidates.scores)
 
 
-def finish(onet: ONet, tables: SummedAreaTables, sizes: torch.Tensor, candidates: Candidates, config: CascadeConfig):
+def finish(onet: ONet, tables: SummedAreaTables, sizes: torch.Tensor, candidates: Candidates, config: CascadeConfig,
+           streams: Streams = SERIAL):
     """Stage 3: O-Net scores, boxes and landmarks; final per-image NMS over the smaller area."""
     candidates, crops, restore = _crop_candidates(tables, sizes, candidates, ONET_INPUT_SIZE)
     scores, offsets, fractions = restore(
-        _run_chunked(onet, crops, len(candidates), config.onet_batch, config.compute_dtype)
+        _run_chunked(onet, crops, len(candidates), config.onet_batch, config.compute_dtype, streams)
     )
     passed = torch.nonzero(scores > config.thresholds[2]).squeeze(1)
     seen_boxes = candidates.boxes[passed]
@@ -180,21 +189,26 @@ def finish(onet: ONet, tables: SummedAreaTables, sizes: torch.Tensor, candidates
     return faces.select(keep), landmarks[keep]
 
 
-def run_cascade(nets: tuple[PNet, RNet, ONet], images: list[torch.Tensor], config: CascadeConfig) -> CascadeOutput:
-    """Detect faces in ``images``: (H, W, 3) uint8 RGB tensors on the networks' device."""
+def run_cascade(nets: tuple[PNet, RNet, ONet], images: list[torch.Tensor], config: CascadeConfig,
+                streams: Streams = SERIAL) -> CascadeOutput:
+    """Detect faces in ``images``: (H, W, 3) uint8 RGB tensors on the networks' device.
+
+    ``streams`` runs each stage's independent pieces side by side (CPU); the calling
+    thread should be inside ``streams.running()``.
+    """
     pnet, rnet, onet = nets
     device = images[0].device
     sizes = torch.tensor([[img.shape[0], img.shape[1]] for img in images], dtype=torch.long, device=device)
     tables = SummedAreaTables(images)
-    proposals, pixels = propose(pnet, tables, sizes, config)
+    proposals, pixels = propose(pnet, tables, sizes, config, streams)
     stats = {"images": len(images), "pnet_pixels": pixels, "rnet_candidates": len(proposals), "onet_candidates": 0}
     if len(proposals) == 0:
         return _empty_output(device, stats)
-    refined = refine(rnet, tables, sizes, proposals, config)
+    refined = refine(rnet, tables, sizes, proposals, config, streams)
     stats["onet_candidates"] = len(refined)
     if len(refined) == 0:
         return _empty_output(device, stats)
-    faces, landmarks = finish(onet, tables, sizes, refined, config)
+    faces, landmarks = finish(onet, tables, sizes, refined, config, streams)
     order = torch.sort(faces.image_index, stable=True).indices  # NMS left them by score
     stats["faces"] = len(faces)
     return CascadeOutput(
@@ -231,12 +245,61 @@ def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
     return candidates, crops, restore
 
 
-def _run_chunked(net, crops, count: int, chunk: int, dtype):
-    """Forward ``count`` crops through ``net`` at most ``chunk`` at a time; outputs concatenated."""
-    outputs = [_forward(net, crops(start, min(start + chunk, count)), dtype) for start in range(0, count, chunk)]
-    if not outputs:  # no crops: the network's outputs for an empty batch keep their shapes and dtypes
+def _run_chunked(net, crops, count: int, chunk: int, dtype, streams: Streams = SERIAL):
+    """Forward ``count`` crops through ``net`` at most ``chunk`` at a time; outputs concatenated.
+
+    Chunks are cut and run on the streams side by side: as many chunks as the budget
+    needs, rounded up to whole rounds of streams (none smaller than MIN_CROPS_PER_CHUNK).
+    """
+    if count == 0:  # the network's outputs for an empty batch keep their shapes and dtypes
         return _forward(net, crops(0, 0), dtype)
+    chunks = -(-count // chunk)
+    if streams.count > 1:
+        whole_rounds = -(-chunks // streams.count) * streams.count
+        chunks = max(chunks, min(whole_rounds, count // MIN_CROPS_PER_CHUNK))
+    size = -(-count // chunks)
+    bounds = [(start, min(start + size, count)) for start in range(0, count, size)]
+    outputs = streams.map(lambda bound: _forward(net, crops(*bound), dtype), bounds)
     return tuple(torch.cat(parts) for parts in zip(*outputs))
+
+
+@dataclass(frozen=True, eq=False)
+class _Pyramid:
+    """The pyramid shared by a group of images of one size."""
+
+    members: list[int]  # positions of the images in the batch
+    member_index: torch.Tensor  # the same, (M,) int64 on the device
+    height: int
+    width: int
+    config: CascadeConfig
+
+    @property
+    def scales(self) -> list[float]:
+        return box_ops.pyramid_scales(self.height, self.width, self.config.min_face_size, self.config.scale_factor)
+
+    @property
+    def level_sizes(self) -> list[tuple[int, int]]:
+        return [box_ops.level_size(self.height, self.width, scale) for scale in self.scales]
+
+    @property
+    def level_pixels(self) -> list[int]:
+        return [height * width for height, width in self.level_sizes]
+
+
+def _propose_levels(pnet: PNet, tables: SummedAreaTables, pyramid: _Pyramid, positions: list[int],
+                    config: CascadeConfig) -> dict:
+    """P-Net proposals of some levels of one pyramid: {(id(pyramid), position): (image index, boxes, scores, offsets)}."""
+    level_sizes, scales = pyramid.level_sizes, pyramid.scales
+    levels = [tables.resample_whole(pyramid.members, *level_sizes[p]) for p in positions]
+    found = {}
+    for position, (face_prob, offsets) in zip(positions, _pnet_over_levels(pnet, levels, config)):
+        local_index, boxes, scores, box_offsets = box_ops.pnet_proposals(
+            face_prob, offsets, scales[position], config.thresholds[0]
+        )
+        found[(pyramid.members[0], position)] = (
+            pyramid.member_index.index_select(0, local_index), boxes, scores, box_offsets
+        )
+    return found
 
 
 def _group_by_shape(sizes: list[list[int]]) -> dict[tuple[int, int], list[int]]:

@@ -1,0 +1,120 @@
+"""Streams: pieces of a stage side by side on threads, each thread with its share of torch's threads."""
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from raydetect import FaceDetector
+from raydetect.mtcnn.streams import SERIAL, Streams
+
+
+@pytest.fixture
+def two_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _where_it_ran(item):
+    time.sleep(0.01)  # long enough for both streams to be busy at once
+    return item, threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()
+
+
+def test_map_keeps_item_order_and_runs_each_stream_on_its_own_thread_with_its_share(two_torch_threads):
+    streams = Streams.for_cpu(2)
+    assert (streams.count, streams.threads_each) == (2, 1)
+    with torch.inference_mode(), streams.running():
+        assert torch.get_num_threads() == 1  # the caller's share while running
+        ran = streams.map(_where_it_ran, list(range(7)))
+    assert [item for item, *_ in ran] == list(range(7))
+    threads = {ident for _, ident, _, _ in ran}
+    assert len(threads) == 2 and threading.get_ident() in threads  # the caller is stream 0
+    assert {ident for _, ident, _, _ in ran[0::2]} == {threading.get_ident()}
+    assert all(count == 1 for _, _, count, _ in ran)
+    assert all(inference for *_, inference in ran)  # the caller's inference mode carries over
+    assert torch.get_num_threads() == 2
+
+
+def test_threads_started_after_a_run_get_the_callers_thread_count(two_torch_threads):
+    streams = Streams.for_cpu(2)
+    with streams.running():
+        streams.map(_where_it_ran, [0, 1])
+    seen = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert seen == [2]
+
+
+def test_for_cpu_never_makes_more_streams_than_threads(two_torch_threads):
+    assert (Streams.for_cpu(4).count, Streams.for_cpu(4).threads_each) == (2, 1)
+    assert Streams.for_cpu(1).count == 1
+    torch.set_num_threads(1)
+    assert Streams.for_cpu(2).count == 1
+    torch.set_num_threads(5)
+    assert (Streams.for_cpu(2).count, Streams.for_cpu(2).threads_each) == (2, 2)
+
+
+def test_split_balances_weights_and_keeps_order_within_groups():
+    level_pixels = [332_977, 167_315, 84_366, 42_196, 21_450, 10_764, 5_390]
+    assert Streams(2).split(level_pixels) == [[0], [1, 2, 3, 4, 5, 6]]
+    groups = Streams(3).split(level_pixels)
+    assert sorted(p for group in groups for p in group) == list(range(7))
+    assert all(group == sorted(group) for group in groups)
+    assert SERIAL.split(level_pixels) == [list(range(7))]
+    assert Streams(4).split([5, 1]) == [[0], [1]]  # no empty groups
+
+
+def test_an_error_in_a_helper_reaches_the_caller():
+    def fail_on_odd(item):
+        if item % 2:
+            raise ValueError(f"item {item}")
+        return item
+
+    with pytest.raises(ValueError, match="item 1"):
+        Streams(2).map(fail_on_odd, [0, 1, 2])
+
+
+def test_an_error_in_the_callers_stream_waits_for_the_helpers():
+    finished = []
+
+    def work(item):
+        if item == 0:
+            raise RuntimeError("caller's item")
+        time.sleep(0.2)
+        finished.append(item)
+
+    with pytest.raises(RuntimeError, match="caller's item"):
+        Streams(2).map(work, [0, 1])
+    assert finished == [1]  # nothing is left running behind the caller
+
+
+def test_counts_below_one_are_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        Streams(0)
+    with pytest.raises(ValueError, match="at least 1"):
+        Streams(2, threads_each=0)
+
+
+def test_detector_finds_the_same_faces_in_one_or_two_streams(data_dir, two_torch_threads):
+    photo = cv2.cvtColor(cv2.imread(str(data_dir / "multiface.jpg")), cv2.COLOR_BGR2RGB)
+    images = [photo, photo[40:400, 100:700]]
+    one = FaceDetector(device="cpu", cpu_streams=1).detect(images)
+    two = FaceDetector(device="cpu", cpu_streams=2).detect(images)
+    for a, b in zip(one, two):
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3, rtol=0)  # chunk sizes differ: float rounding
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3, rtol=0)
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_detector_refuses_bad_stream_counts(value):
+    with pytest.raises(ValueError, match="cpu_streams"):
+        FaceDetector(device="cpu", cpu_streams=value)
