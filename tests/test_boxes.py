@@ -99,3 +99,19 @@ def test_whole_image_resample_equals_area_interpolation_and_region_resample():
         torch.testing.assert_close(levels[1], expected, rtol=0, atol=1e-3)
     with pytest.raises(ValueError, match="one size"):
         tables.resample_whole([0, 1], 20, 20)
+
+
+def test_summed_area_tables_without_opencv_or_in_int64_equal_opencvs(monkeypatch):
+    from raydetect.mtcnn import resample
+
+    rng = np.random.default_rng(2)
+    images = [torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((37, 53), (20, 11))]
+    with_opencv = SummedAreaTables(images)
+    wide = torch.full((38, 54, 3), -1, dtype=torch.int64)  # the int64 tables of frames over 8.4 megapixels
+    resample._integral_into(images[0], wide)
+    assert torch.equal(wide.view(38, -1), with_opencv.whole_tables[0].long())
+    monkeypatch.setattr(resample, "cv2", None)
+    without = SummedAreaTables(images)
+    assert all(torch.equal(a, b) for a, b in zip(without.whole_tables, with_opencv.whole_tables))
+    assert torch.equal(without.planes, with_opencv.planes)
+    assert with_opencv.planes[:, 0].tolist() == [0, 0, 0]  # the zero border, channel by channel

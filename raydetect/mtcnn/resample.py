@@ -24,9 +24,10 @@ except ImportError:  # pragma: no cover - opencv-python-headless is a dependency
 class SummedAreaTables:
     """Exact integer summed-area tables of several uint8 RGB images.
 
-    Kept twice: as channel planes of one flat buffer for crops of any image (gathers), and
-    per image with channels interleaved for whole-image pyramid levels (row and column
-    gathers).
+    All tables live in one flat buffer, channels interleaved: whole tables are views of
+    it for pyramid levels (row and column gathers), and its three channel planes are
+    strided views of it for crops of any image (a 1-D gather per channel is far faster
+    than gathering 3-wide rows, and as fast from a stride of 3 as from a copied plane).
 
     Args:
         images: sequence of (H, W, 3) uint8 tensors on one device; sizes may differ.
@@ -37,21 +38,20 @@ class SummedAreaTables:
         largest = max(int(img.shape[0]) * int(img.shape[1]) for img in images)
         # int32 holds 255 * H * W up to about 8.4 megapixels; larger frames need int64.
         dtype = torch.int32 if largest * 255 < 2**31 - 1 else torch.int64
-        tables, bases, strides = [], [], []
-        offset = 0
-        self.sizes: list[tuple[int, int]] = []  # (height, width) of each image
+        self.sizes: list[tuple[int, int]] = [(int(img.shape[0]), int(img.shape[1])) for img in images]
+        cells = [(height + 1) * (width + 1) for height, width in self.sizes]
+        flat = torch.empty(sum(cells) * 3, dtype=dtype, device=device)
         self.whole_tables: list[torch.Tensor] = []  # (H + 1, (W + 1) * 3) per image, channels interleaved
-        for image in images:
-            height, width = int(image.shape[0]), int(image.shape[1])
-            table = _integral(image, dtype)
+        bases, strides = [], []
+        offset = 0
+        for image, (height, width), count in zip(images, self.sizes, cells):
+            table = flat[offset * 3 : (offset + count) * 3].view(height + 1, width + 1, 3)
+            _integral_into(image, table)
             self.whole_tables.append(table.view(height + 1, (width + 1) * 3))
-            tables.append(table.reshape(-1, 3).t())
             bases.append(offset)
             strides.append(width + 1)
-            self.sizes.append((height, width))
-            offset += (height + 1) * (width + 1)
-        # Channel planes (3, total cells): a 1-D gather per channel is far faster than gathering 3-wide rows.
-        self.planes = torch.cat(tables, dim=1).contiguous()
+            offset += count
+        self.planes = flat.as_strided((3, offset), (1, 3))  # (3, total cells): channel k of cell i at 3 * i + k
         self.base = torch.tensor(bases, dtype=torch.long, device=device)
         self.row_stride = torch.tensor(strides, dtype=torch.long, device=device)
 
@@ -132,14 +132,16 @@ def _level_geometry(source_height: int, source_width: int, height: int, width: i
     return row_end, row_start, cols_end, cols_start, counts
 
 
-def _integral(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(H + 1, W + 1, 3) table: entry (y, x) sums image[:y, :x]."""
-    if image.device.type == "cpu" and cv2 is not None and dtype == torch.int32:
-        return torch.from_numpy(cv2.integral(np.ascontiguousarray(image.numpy()), sdepth=cv2.CV_32S))
-    height, width = int(image.shape[0]), int(image.shape[1])
-    table = torch.zeros((height + 1, width + 1, 3), dtype=dtype, device=image.device)
-    table[1:, 1:] = image.to(dtype).cumsum(0).cumsum(1)
-    return table
+def _integral_into(image: torch.Tensor, table: torch.Tensor) -> None:
+    """Fill the (H + 1, W + 1, 3) ``table`` so that entry (y, x) sums image[:y, :x]."""
+    if image.device.type == "cpu" and cv2 is not None and table.dtype == torch.int32:
+        written = cv2.integral(np.ascontiguousarray(image.numpy()), sum=table.numpy(), sdepth=cv2.CV_32S)
+        if written.ctypes.data != table.data_ptr():  # OpenCV chose to allocate after all
+            table.copy_(torch.from_numpy(written))
+        return
+    table[0].zero_()
+    table[1:, 0].zero_()
+    table[1:, 1:].copy_(image.to(table.dtype).cumsum(0).cumsum(1))
 
 
 def _cell_edges(start: torch.Tensor, end: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
