@@ -12,7 +12,9 @@ def _features(shape, seed, channels_last=True):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-SHAPES = [(1, 10, 433, 769), (2, 16, 7, 8), (3, 32, 5, 5), (1, 10, 1, 1), (4, 28, 22, 22), (1, 3, 2, 9)]
+# Pixel counts with a divisor from 16 down to 4 (431 x 767 has 13), and without one (419 is prime; 1; 2 x 19).
+SHAPES = [(1, 10, 433, 769), (1, 10, 431, 767), (2, 16, 7, 8), (3, 32, 5, 5), (1, 10, 1, 1), (4, 28, 22, 22),
+          (1, 3, 2, 9), (1, 10, 1, 419), (2, 10, 1, 19)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -40,7 +42,8 @@ def test_other_layouts_fall_back_to_aten():
     assert torch.equal(layers.max_pool_2x2(x), F.max_pool2d(x, 2, 2, ceil_mode=True))
 
 
-def test_pixel_counts_that_do_not_fill_whole_rows():
-    x = _features((1, 10, 3, 7), 3)  # 21 pixels: rows of one pixel
-    weight = torch.randn(10)
-    assert torch.equal(layers.prelu(x, weight), F.prelu(x, weight))
+def test_pixels_per_row_divide_the_pixel_count_or_leave_a_tail():
+    assert layers._pixels_per_row(21) == 7
+    assert layers._pixels_per_row(431 * 767) == 13
+    assert layers._pixels_per_row(419) == layers._pixels_per_row(2 * 19) == 0  # the tail path
+    assert layers._pixels_per_row(16 * 3) == 16
