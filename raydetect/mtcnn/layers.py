@@ -4,13 +4,14 @@ ATen's elementwise kernels vectorise along the innermost dimension, which for a
 channels-last (N, C, H, W) tensor is C. P-Net's first layer has 10 channels: an inner
 loop shorter than one AVX-512 register, so ATen's PReLU runs it almost scalar: 3.6 ms on
 one thread for a 720p frame's first pyramid level, where the same kernel takes 0.13 ms
-over the next layer's 16 channels at a quarter of the pixels. Both functions here give exactly ATen's numbers but arrange the
-work in long contiguous runs: PReLU over rows of several pixels (that level: 1.0 ms),
-pooling as two strided maxima. Inside the network, on that level, the stem (convolution,
-PReLU, pooling) went from 8.3 to 6.2 ms on one thread and from 4.3 to 3.0 ms on two
-(one-off measurements). Other layouts fall back to ATen, and so does code being compiled
-by ``torch.compile``: inductor fuses the plain operations itself, and the row folding
-below would make it recompile for every pyramid level.
+over the next layer's 16 channels at a quarter of the pixels. Both functions here give
+exactly ATen's numbers but arrange the work in long contiguous runs: PReLU over rows of
+several pixels (that level: 1.0 ms), pooling as two strided maxima. Inside the network,
+on that level, the stem (convolution, PReLU, pooling) went from 8.3 to 6.2 ms on one
+thread and from 4.3 to 3.0 ms on two (one-off measurements). Other layouts fall back to
+ATen, and so does code being compiled by ``torch.compile``: inductor fuses the plain
+operations itself, and the row folding below would make it recompile for every pyramid
+level.
 """
 
 from __future__ import annotations
