@@ -27,11 +27,25 @@ def test_prelu_equals_aten(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_max_pool_2x2_equals_aten_with_ceil_mode(shape):
+def test_2x2_max_pool_equals_aten_with_ceil_mode(shape):
     x = _features(shape, 1)
-    out = layers.max_pool_2x2(x)
+    out = layers.max_pool(x, 2)
     assert torch.equal(out, F.max_pool2d(x, 2, 2, ceil_mode=True))
     assert out.shape[2:] == ((shape[2] + 1) // 2, (shape[3] + 1) // 2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+# R-Net's and O-Net's pools (22, 9; 46, 21, 8 pixels square) and edge cases: odd, even, as small as the window.
+POOL_SHAPES = [(5, 28, 22, 22), (5, 48, 9, 9), (3, 32, 46, 46), (3, 64, 21, 21), (3, 64, 8, 8), (2, 16, 3, 3),
+               (2, 16, 3, 7), (1, 10, 4, 5), (1, 10, 5, 4)]
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+@pytest.mark.parametrize("shape", POOL_SHAPES)
+def test_max_pool_equals_aten_with_ceil_mode(shape, kernel):
+    x = _features(shape, 4)
+    out = layers.max_pool(x, kernel)
+    assert torch.equal(out, F.max_pool2d(x, kernel, 2, ceil_mode=True))
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -39,7 +53,8 @@ def test_other_layouts_fall_back_to_aten():
     x = _features((2, 10, 9, 11), 2, channels_last=False)
     weight = torch.randn(10)
     assert torch.equal(layers.prelu(x, weight), F.prelu(x, weight))
-    assert torch.equal(layers.max_pool_2x2(x), F.max_pool2d(x, 2, 2, ceil_mode=True))
+    assert torch.equal(layers.max_pool(x, 2), F.max_pool2d(x, 2, 2, ceil_mode=True))
+    assert torch.equal(layers.max_pool(x, 3), F.max_pool2d(x, 3, 2, ceil_mode=True))
 
 
 def test_pixels_per_row_divide_the_pixel_count_or_leave_a_tail():

@@ -1,4 +1,4 @@
-"""PReLU and 2x2 max pooling for channels-last tensors with few channels.
+"""PReLU and max pooling for channels-last tensors.
 
 ATen's elementwise kernels vectorise along the innermost dimension, which for a
 channels-last (N, C, H, W) tensor is C. P-Net's first layer has 10 channels: an inner
@@ -61,33 +61,48 @@ def _pixels_per_row(pixels: int) -> int:
     return next((k for k in range(_MAX_PIXELS_PER_ROW, _MIN_PIXELS_PER_ROW - 1, -1) if pixels % k == 0), 0)
 
 
-def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
-    """Max pooling, 2x2 window, stride 2, ``ceil_mode=True`` (a last odd row or column is pooled alone).
+def max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Max pooling, ``kernel`` x ``kernel`` windows at stride 2, ``ceil_mode=True``, no padding.
+
+    A last window that runs past the edge is pooled over what it covers, as in ATen.
 
     Args:
-        x: (N, C, H, W) float.
+        x: (N, C, H, W) float, H and W at least ``kernel``.
+        kernel: window side, 2 or 3 (the MTCNN networks' pools).
 
     Returns:
-        (N, C, ceil(H / 2), ceil(W / 2)), channels-last when x is.
+        (N, C, H', W'), channels-last when x is.
     """
-    if not _channels_last(x):
-        return F.max_pool2d(x, 2, 2, ceil_mode=True)
-    rows = _max_of_pairs(x, dim=2)
-    return _max_of_pairs(rows, dim=3)
+    if kernel not in (2, 3) or not _channels_last(x) or min(x.shape[2:]) < kernel:
+        return F.max_pool2d(x, kernel, 2, ceil_mode=True)
+    return _window_max(_window_max(x, 2, kernel), 3, kernel)
 
 
-def _max_of_pairs(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Elementwise max of entries 2i and 2i + 1 along ``dim``; an odd last entry is copied."""
+def _window_max(x: torch.Tensor, dim: int, kernel: int) -> torch.Tensor:
+    """Along ``dim``: out[i] = max(x[2i], ..., x[2i + kernel - 1]), windows cut off at the edge."""
     size = x.shape[dim]
-    pairs = size // 2
+    count = -(-(size - kernel) // 2) + 1
+    if (count - 1) * 2 >= size:  # ceil mode never starts a window past the last entry
+        count -= 1
     shape = list(x.shape)
-    shape[dim] = (size + 1) // 2
+    shape[dim] = count
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-    even = x.narrow(dim, 0, 2 * pairs).unflatten(dim, (pairs, 2)).select(dim + 1, 0)
-    odd = x.narrow(dim, 0, 2 * pairs).unflatten(dim, (pairs, 2)).select(dim + 1, 1)
-    torch.maximum(even, odd, out=out.narrow(dim, 0, pairs))
-    if size % 2:
-        out.narrow(dim, pairs, 1).copy_(x.narrow(dim, size - 1, 1))
+    every_other = [slice(None)] * x.dim()
+
+    def tap(offset: int) -> torch.Tensor:  # x[offset], x[offset + 2], ...: at most ``count`` of them
+        every_other[dim] = slice(offset, None, 2)
+        entries = x[tuple(every_other)]
+        return entries.narrow(dim, 0, min(count, entries.shape[dim]))
+
+    first, second = tap(0), tap(1)
+    paired = second.shape[dim]
+    torch.maximum(first.narrow(dim, 0, paired), second, out=out.narrow(dim, 0, paired))
+    if paired < count:  # the last window holds one entry
+        out.narrow(dim, paired, count - paired).copy_(first.narrow(dim, paired, count - paired))
+    if kernel == 3:
+        third = tap(2)
+        head = out.narrow(dim, 0, third.shape[dim])
+        torch.maximum(head, third, out=head)
     return out
 
 
