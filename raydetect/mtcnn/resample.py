@@ -52,6 +52,7 @@ class SummedAreaTables:
             strides.append(width + 1)
             offset += count
         self.planes = flat.as_strided((3, offset), (1, 3))  # (3, total cells): channel k of cell i at 3 * i + k
+        self.index_dtype = torch.int32 if offset < 2**31 else torch.int64
         self.base = torch.tensor(bases, dtype=torch.long, device=device)
         self.row_stride = torch.tensor(strides, dtype=torch.long, device=device)
 
@@ -73,16 +74,16 @@ class SummedAreaTables:
         base = self.base.index_select(0, image_index)[:, None]
         rows = torch.stack([base + row_end * stride, base + row_start * stride])  # (2, K, height) flat offsets
         cols = torch.stack([col_end, col_start])  # (2, K, width)
-        # Corners in the order bottom-right, bottom-left, top-right, top-left: (2, 2, K, height, width).
-        index = (rows[:, None, :, :, None] + cols[None, :, :, None, :]).reshape(-1)
+        # Corners in the order bottom-right, bottom-left, top-right, top-left: (2, 2, K, height, width). The
+        # index is read once per channel, so its width matters: int32 when the cells allow.
+        index = (rows[:, None, :, :, None] + cols[None, :, :, None, :]).reshape(-1).to(self.index_dtype)
         channel_sums = []
         for plane in self.planes:
             corner = plane.index_select(0, index).view(2, 2, -1, height, width)
-            channel_sums.append((corner[0, 0] - corner[0, 1]) - (corner[1, 0] - corner[1, 1]))
+            channel_sums.append((corner[0, 0] - corner[0, 1]).sub_(corner[1, 0]).add_(corner[1, 1]))
         sums = torch.stack(channel_sums, dim=-1)  # (K, height, width, 3)
         counts = ((row_end - row_start)[:, :, None] * (col_end - col_start)[:, None, :]).to(torch.float32)
-        means = sums.to(torch.float32).div_(counts[..., None])
-        return means.permute(0, 3, 1, 2)
+        return torch.div(sums, counts[..., None]).permute(0, 3, 1, 2)  # float32 means
 
     def resample_whole(self, image_indices: list[int], height: int, width: int) -> torch.Tensor:
         """Area-resample whole images of one size to height x width: pyramid levels.
@@ -106,9 +107,9 @@ class SummedAreaTables:
             if self.sizes[index] != (source_height, source_width):
                 raise ValueError("resample_whole takes images of one size")
             table = self.whole_tables[index]
-            row_sums = table.index_select(0, rows_end) - table.index_select(0, rows_start)  # (height, (W + 1) * 3)
-            sums = row_sums.gather(1, cols_end) - row_sums.gather(1, cols_start)  # (height, width * 3)
-            levels.append(sums.to(torch.float32).view(height, width, 3).div_(counts))
+            row_sums = table.index_select(0, rows_end).sub_(table.index_select(0, rows_start))  # (height, (W + 1) * 3)
+            sums = row_sums.gather(1, cols_end).sub_(row_sums.gather(1, cols_start))  # (height, width * 3)
+            levels.append(torch.div(sums.view(height, width, 3), counts))  # float32 means
         means = levels[0].unsqueeze(0) if len(levels) == 1 else torch.stack(levels)
         return means.view(len(image_indices), height, width, 3).permute(0, 3, 1, 2)
 
