@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="FaceDetector precision: auto, float32, bfloat16")
     parser.add_argument("--compile", action="store_true", help="ours with FaceDetector(compile=True)")
+    parser.add_argument("--cpu-streams", type=int, default=2,
+                        help="ours with FaceDetector(cpu_streams=N) (default 2, the detector's; 1: one thread's work)")
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
     parser.add_argument("--output", type=Path, help="JSON with every round's figures")
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = {w.name: media_inputs.load_all(w.specs, args.data_root) for w in loads}
     peer = PeerWorker(args.peer_python, [s for w in loads for s in w.specs], args.data_root, args.threads)
     detector = FaceDetector(min_face_size=MIN_FACE_SIZE, device="cpu", precision=args.precision,
-                            compile=args.compile)
+                            compile=args.compile, cpu_streams=args.cpu_streams)
     try:
         # A batch larger than the workload is the same call as the whole workload: measure it once.
         sizes = {w.name: sorted({min(b, len(frames[w.name])) for b in batch_sizes}) for w in loads}
@@ -293,11 +295,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {w.name: dict(summarize(groups[w.name], sizes[w.name], args.max_busy), frames=len(frames[w.name]))
                for w in loads}
-    command = " ".join([".venv/bin/python", "benchmarks/detector_speed.py",
-                        *(argv if argv is not None else sys.argv[1:])])
+    wait_policy = os.environ.get("OMP_WAIT_POLICY")
+    command = " ".join([*([f"OMP_WAIT_POLICY={wait_policy}"] if wait_policy else []), ".venv/bin/python",
+                        "benchmarks/detector_speed.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"`{command}`\n\n{_cpu_name()}, {os.cpu_count()} logical CPUs, torch threads {args.threads}, "
           f"ours: torch {torch.__version__}, precision {detector.precision}, "
-          f"{'compiled (warm-up incl. compilation ' + format(warm_up_seconds, '.0f') + ' s)' if detector.compiled else 'eager'}; "
+          f"{'compiled (warm-up incl. compilation ' + format(warm_up_seconds, '.0f') + ' s)' if detector.compiled else 'eager'}, "
+          f"cpu_streams {1 if detector.compiled else detector.cpu_streams}; "
           f"peer: {peer.version}; "
           f"{args.rounds} rounds, load average at the end {os.getloadavg()[0]:.1f}" + _busy_note(results) + "\n")
     print_table(results)
