@@ -45,7 +45,11 @@ class FaceDetector:
         budget: per-pass work limits (:class:`WorkBudget`); None picks one for the device.
         precision: "float32", "float16" (CUDA), "bfloat16", or "auto" (float16 on CUDA,
             float32 elsewhere). Lower precisions speed up the networks; box arithmetic
-            and NMS always run in float32.
+            and NMS always run in float32. On a CPU, "bfloat16" rounds only the
+            convolutions after each network's first to bfloat16 (PReLU, pooling and the
+            output layers stay float32): faster on CPUs with bfloat16 dot products
+            (AVX-512 BF16, AMX), slower on others. Results agree with float32 to
+            bfloat16's rounding (docs/benchmarks.md: agreement and speed).
         weights_dir: folder with pnet.pt, rnet.pt and onet.pt; None uses the bundled ones.
         packed_pyramid: run P-Net's trunk once over all pyramid levels packed into one
             canvas (True), or level by level (False). None packs every level on CUDA
@@ -106,6 +110,8 @@ class FaceDetector:
         if precision == "float16" and self.device.type != "cuda":
             raise ValueError("precision 'float16' needs a CUDA device; use 'bfloat16' or 'float32' on the CPU")
         self.precision = precision
+        # On the CPU, bfloat16 applies to the inner convolutions only (layers.conv2d); autocast elsewhere.
+        cpu_bfloat16 = precision == "bfloat16" and self.device.type == "cpu"
         self.budget = budget or WorkBudget.for_device(self.device.type)
         self.config = CascadeConfig(
             min_face_size=float(min_face_size),
@@ -113,13 +119,15 @@ class FaceDetector:
             scale_factor=float(scale_factor),
             rnet_batch=self.budget.rnet_crops,
             onet_batch=self.budget.onet_crops,
-            compute_dtype=PRECISIONS[precision],
+            compute_dtype=None if cpu_bfloat16 else PRECISIONS[precision],
             pack_levels_below=_pack_levels_below(self.device, packed_pyramid),
         )
         self.controller = BatchController(self.budget)
         self.nets = tuple(
             net.to(self.device, memory_format=torch.channels_last) for net in load_networks(weights_dir)
         )
+        for net in self.nets:
+            net.conv_dtype = torch.bfloat16 if cpu_bfloat16 else None
         self._eager_nets = self.nets
         self.compiled = bool(compile)
         if self.compiled:

@@ -208,6 +208,13 @@ def test_bfloat16_finds_the_same_faces(data_dir):
         assert max(iou(box, other) for other in fast.boxes) > 0.9
 
 
+def test_bfloat16_on_the_cpu_rounds_only_the_inner_convolutions():
+    detector = FaceDetector(device="cpu", precision="bfloat16")
+    assert detector.config.compute_dtype is None  # no autocast: PReLU, pooling and the heads stay float32
+    assert all(net.conv_dtype == torch.bfloat16 for net in detector.nets)
+    assert all(net.conv_dtype is None for net in FaceDetector(device="cpu").nets)
+
+
 def test_options_are_readable():
     detector = FaceDetector(min_face_size=31, thresholds=(0.5, 0.6, 0.8), scale_factor=0.6, device="cpu")
     assert (detector.min_face_size, detector.thresholds, detector.scale_factor) == (31, (0.5, 0.6, 0.8), 0.6)

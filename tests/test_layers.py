@@ -62,3 +62,14 @@ def test_pixels_per_row_divide_the_pixel_count_or_leave_a_tail():
     assert layers._pixels_per_row(431 * 767) == 13
     assert layers._pixels_per_row(419) == layers._pixels_per_row(2 * 19) == 0  # the tail path
     assert layers._pixels_per_row(16 * 3) == 16
+
+
+def test_conv2d_in_a_lower_precision_rounds_input_and_parameters_and_returns_float32():
+    conv = torch.nn.Conv2d(16, 32, 3)
+    x = _features((2, 16, 9, 9), 5)
+    assert torch.equal(layers.conv2d(conv, x), conv(x))
+    low = layers.conv2d(conv, x, torch.bfloat16)
+    assert low.dtype == torch.float32
+    expected = F.conv2d(x.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16()).float()
+    assert torch.equal(low, expected)
+    torch.testing.assert_close(low, conv(x), atol=0.1, rtol=0.05)

@@ -45,7 +45,8 @@ class CascadeConfig:
         rnet_batch: at most this many 24x24 crops per R-Net forward pass.
         onet_batch: at most this many 48x48 crops per O-Net forward pass.
         compute_dtype: None for float32, else the autocast dtype of the forward passes
-            (torch.float16 on CUDA, torch.bfloat16 on CPUs with bf16 instructions).
+            (torch.float16 or torch.bfloat16 on CUDA; on CPUs bfloat16 goes through the
+            networks' ``conv_dtype`` instead).
         pack_levels_below: pyramid levels of fewer pixels than this go through P-Net's
             trunk together, packed into one canvas (one pass instead of several small
             ones, whose fixed costs dominate); larger levels run one by one (no arithmetic

@@ -61,6 +61,18 @@ def _pixels_per_row(pixels: int) -> int:
     return next((k for k in range(_MAX_PIXELS_PER_ROW, _MIN_PIXELS_PER_ROW - 1, -1) if pixels % k == 0), 0)
 
 
+def conv2d(conv: torch.nn.Conv2d, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``conv(x)``, or with its input and parameters rounded to ``dtype`` and the output returned in x's dtype.
+
+    The networks run their inner convolutions this way in bfloat16 on CPUs with native
+    bfloat16 dot products: about 1.5x faster than float32, while PReLU and pooling stay
+    in float32, where ATen's channels-last kernels are fast and bfloat16's are not.
+    """
+    if dtype is None or dtype == x.dtype:
+        return conv(x)
+    return F.conv2d(x.to(dtype), conv.weight.to(dtype), conv.bias.to(dtype)).to(x.dtype)
+
+
 def max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
     """Max pooling, ``kernel`` x ``kernel`` windows at stride 2, ``ceil_mode=True``, no padding.
 

@@ -43,6 +43,9 @@ class PNet(nn.Module):
     side into one canvas and go through the trunk in a single pass.
     """
 
+    # dtype of the convolutions after the first (None: the input's); see layers.conv2d.
+    conv_dtype: torch.dtype | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
@@ -63,8 +66,8 @@ class PNet(nn.Module):
 
     def trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
-        x = layers.prelu(self.conv2(features), self.prelu2.weight)
-        x = layers.prelu(self.conv3(x), self.prelu3.weight)
+        x = layers.prelu(layers.conv2d(self.conv2, features, self.conv_dtype), self.prelu2.weight)
+        x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
         # Both 1x1 heads in one convolution; softmax over two logits is the sigmoid of their difference.
         weight = torch.cat([self.conv4_1.weight, self.conv4_2.weight])
         heads = F.conv2d(x, weight, torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
@@ -79,6 +82,9 @@ class RNet(nn.Module):
 
     forward(x: (K, 3, 24, 24)) -> (face_prob (K,), offsets (K, 4)).
     """
+
+    # dtype of the convolutions after the first (None: the input's); see layers.conv2d.
+    conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -95,8 +101,8 @@ class RNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = layers.max_pool(self.prelu1(self.conv1(x)), 3)
-        x = layers.max_pool(self.prelu2(self.conv2(x)), 3)
-        x = self.prelu3(self.conv3(x))
+        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), 3)
+        x = self.prelu3(layers.conv2d(self.conv3, x, self.conv_dtype))
         x = self.prelu4(self.dense4(_flatten_whc(x)))
         face_prob = torch.softmax(self.dense5_1(x), dim=1)[:, 1]
         return face_prob, self.dense5_2(x)
@@ -108,6 +114,9 @@ class ONet(nn.Module):
     forward(x: (K, 3, 48, 48)) -> (face_prob (K,), offsets (K, 4), landmarks (K, 10)), the
     landmarks as five x fractions followed by five y fractions of the crop's box.
     """
+
+    # dtype of the convolutions after the first (None: the input's); see layers.conv2d.
+    conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,9 +136,9 @@ class ONet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = layers.max_pool(self.prelu1(self.conv1(x)), 3)
-        x = layers.max_pool(self.prelu2(self.conv2(x)), 3)
-        x = layers.max_pool(self.prelu3(self.conv3(x)), 2)
-        x = self.prelu4(self.conv4(x))
+        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), 3)
+        x = layers.max_pool(self.prelu3(layers.conv2d(self.conv3, x, self.conv_dtype)), 2)
+        x = self.prelu4(layers.conv2d(self.conv4, x, self.conv_dtype))
         x = self.prelu5(self.dense5(_flatten_whc(x)))
         face_prob = torch.softmax(self.dense6_1(x), dim=1)[:, 1]
         return face_prob, self.dense6_2(x), self.dense6_3(x)
