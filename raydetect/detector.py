@@ -59,9 +59,10 @@ class FaceDetector:
         compile: compile the networks with ``torch.compile`` (inductor), which fuses each
             convolution's PReLU and pooling into one kernel, after a one-time compilation in
             the first ``detect`` call (20 s to over a minute per process; PyTorch caches the
-            kernels on disk for later processes). On a 2-core CPU it gains on O-Net-heavy
-            frames (a 312-face crowd: 1.2x) and nothing on street frames; meant for GPUs,
-            long jobs and servers, not for a few images. Needs a C++ compiler on the CPU;
+            kernels on disk for later processes). Compiled networks run in one stream
+            (``cpu_streams`` does not apply), which on a 2-core CPU makes them slower than
+            the eager default (docs/benchmarks.md); meant for GPUs, long jobs and servers,
+            not for a few images. Needs a C++ compiler on the CPU;
             when compilation fails the detector warns and carries on uncompiled. Results
             agree with eager mode to float rounding.
         cpu_streams: on a CPU, the independent pieces of each stage (groups of pyramid

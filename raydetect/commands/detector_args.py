@@ -23,7 +23,7 @@ def add_detector_arguments(parser: argparse.ArgumentParser, min_face_size: float
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if present)")
     group.add_argument(
         "--compile", action="store_true",
-        help="torch.compile the networks after a one-time compilation (20 s to minutes); pays on GPUs and crowded frames",
+        help="torch.compile the networks after a one-time compilation (20 s to minutes); for GPUs (slower on a small CPU)",
     )
 
 
