@@ -50,6 +50,7 @@ class PNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
         self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
         self.prelu2 = nn.PReLU(16)
         self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
@@ -62,7 +63,7 @@ class PNet(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 10, ceil((H - 2) / 2), ceil((W - 2) / 2))."""
-        return layers.max_pool(layers.prelu(self.conv1(x), self.prelu1.weight), 2)
+        return layers.max_pool(layers.prelu(self.conv1(x), self.prelu1.weight), self.pool1.kernel_size)
 
     def trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
@@ -90,8 +91,10 @@ class RNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
         self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
         self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
         self.prelu3 = nn.PReLU(64)
         self.dense4 = nn.Linear(576, 128)
@@ -100,8 +103,8 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = layers.max_pool(self.prelu1(self.conv1(x)), 3)
-        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), 3)
+        x = layers.max_pool(self.prelu1(self.conv1(x)), self.pool1.kernel_size)
+        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), self.pool2.kernel_size)
         x = self.prelu3(layers.conv2d(self.conv3, x, self.conv_dtype))
         x = self.prelu4(self.dense4(_flatten_whc(x)))
         face_prob = torch.softmax(self.dense5_1(x), dim=1)[:, 1]
@@ -122,10 +125,13 @@ class ONet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
         self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
         self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
         self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
         self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
         self.prelu4 = nn.PReLU(128)
         self.dense5 = nn.Linear(1152, 256)
@@ -135,9 +141,9 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = layers.max_pool(self.prelu1(self.conv1(x)), 3)
-        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), 3)
-        x = layers.max_pool(self.prelu3(layers.conv2d(self.conv3, x, self.conv_dtype)), 2)
+        x = layers.max_pool(self.prelu1(self.conv1(x)), self.pool1.kernel_size)
+        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), self.pool2.kernel_size)
+        x = layers.max_pool(self.prelu3(layers.conv2d(self.conv3, x, self.conv_dtype)), self.pool3.kernel_size)
         x = self.prelu4(layers.conv2d(self.conv4, x, self.conv_dtype))
         x = self.prelu5(self.dense5(_flatten_whc(x)))
         face_prob = torch.softmax(self.dense6_1(x), dim=1)[:, 1]
