@@ -141,7 +141,7 @@ def propose(pnet: PNet, tables: SummedAreaTables, sizes: torch.Tensor, config: C
     for (height, width), members in _group_by_shape(sizes.tolist()).items():
         pyramid = _Pyramid(members, torch.tensor(members, dtype=torch.long, device=device), height, width, config)
         pixels += len(members) * sum(pyramid.level_pixels)
-        level_costs = [pixels + LEVEL_OVERHEAD_PIXELS for pixels in pyramid.level_pixels]
+        level_costs = [level + LEVEL_OVERHEAD_PIXELS for level in pyramid.level_pixels]
         pieces.extend((pyramid, positions) for positions in streams.split(level_costs))
     found_by_level = {}  # (first image of the pyramid, level position) -> image index, boxes, scores, offsets
     for found in streams.map(lambda piece: _propose_levels(pnet, tables, *piece, config), pieces):
@@ -294,7 +294,11 @@ class _Pyramid:
 
 def _propose_levels(pnet: PNet, tables: SummedAreaTables, pyramid: _Pyramid, positions: list[int],
                     config: CascadeConfig) -> dict:
-    """P-Net proposals of some levels of one pyramid: {(id(pyramid), position): (image index, boxes, scores, offsets)}."""
+    """P-Net proposals of some levels of one pyramid.
+
+    Returns:
+        {(first image of the pyramid, level position): (image index, boxes, scores, offsets)}.
+    """
     level_sizes, scales = pyramid.level_sizes, pyramid.scales
     levels = [tables.resample_whole(pyramid.members, *level_sizes[p]) for p in positions]
     found = {}
