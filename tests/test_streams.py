@@ -33,11 +33,20 @@ def test_map_keeps_item_order_and_runs_each_stream_on_its_own_thread_with_its_sh
         ran = streams.map(_where_it_ran, list(range(7)))
     assert [item for item, *_ in ran] == list(range(7))
     threads = {ident for _, ident, _, _ in ran}
-    assert len(threads) == 2 and threading.get_ident() in threads  # the caller is stream 0
-    assert {ident for _, ident, _, _ in ran[0::2]} == {threading.get_ident()}
+    assert len(threads) == 2 and threading.get_ident() in threads  # the caller is one of the streams
     assert all(count == 1 for _, _, count, _ in ran)
     assert all(inference for *_, inference in ran)  # the caller's inference mode carries over
     assert torch.get_num_threads() == 2
+
+
+def test_items_of_uneven_cost_go_to_whichever_stream_is_free():
+    def work(item):
+        time.sleep(0.3 if item == 0 else 0.01)
+        return threading.get_ident()
+
+    threads = Streams(2).map(work, list(range(8)))
+    # While one stream sleeps on the long item, the other takes all the short ones.
+    assert threads.count(threads[0]) == 1
 
 
 def test_threads_started_after_a_run_get_the_callers_thread_count(two_torch_threads):
@@ -80,16 +89,33 @@ def test_an_error_in_a_helper_reaches_the_caller():
         Streams(2).map(fail_on_odd, [0, 1, 2])
 
 
-def test_an_error_in_the_callers_stream_waits_for_the_helpers():
+def test_after_an_error_no_stream_starts_another_item():
+    started = []
+
+    def work(item):
+        started.append(item)
+        time.sleep(0.05)
+        if item == 0:
+            raise RuntimeError("first item")
+
+    with pytest.raises(RuntimeError, match="first item"):
+        Streams(2).map(work, list(range(10)))
+    assert len(started) <= 3  # the failing item, the one beside it, at most one more taken meanwhile
+
+
+def test_an_error_in_one_stream_waits_for_the_item_running_in_the_other():
+    other_started = threading.Event()
     finished = []
 
     def work(item):
         if item == 0:
-            raise RuntimeError("caller's item")
+            assert other_started.wait(5)
+            raise RuntimeError("first item")
+        other_started.set()
         time.sleep(0.2)
         finished.append(item)
 
-    with pytest.raises(RuntimeError, match="caller's item"):
+    with pytest.raises(RuntimeError, match="first item"):
         Streams(2).map(work, [0, 1])
     assert finished == [1]  # nothing is left running behind the caller
 

@@ -86,34 +86,50 @@ class Streams:
         return [sorted(group) for group in groups if group]
 
     def map(self, work: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
-        """``[work(item) for item in items]``, item i on stream i % count.
+        """``[work(item) for item in items]``, the items shared out as the streams come free.
 
-        The first exception raised by any item is raised here, after every stream has
-        stopped (no work is left running behind the caller).
+        Each stream takes the next untaken item when it finishes one, so items of uneven
+        cost still keep every stream busy. The first exception raised by any item is
+        raised here, after every stream has stopped (no work is left running behind the
+        caller); once an item has failed, no stream starts another.
         """
         if self.count == 1 or len(items) < 2:
             return [work(item) for item in items]
-        lanes = [list(range(stream, len(items), self.count)) for stream in range(self.count)]
+        results: list = [None] * len(items)
+        untaken = iter(range(len(items)))
+        taking = threading.Lock()
+        failed = threading.Event()
         grad_enabled = torch.is_grad_enabled()
         inference = torch.is_inference_mode_enabled()
 
-        def run_lane(positions: list[int]) -> list:
+        def run_lane() -> None:
+            while not failed.is_set():
+                with taking:
+                    position = next(untaken, None)
+                if position is None:
+                    return
+                try:
+                    results[position] = work(items[position])
+                except BaseException:
+                    failed.set()
+                    raise
+
+        def run_helper_lane() -> None:
             torch.get_num_threads()  # the thread's own first-use set-up, before its count is set
             torch.set_num_threads(self.threads_each)
             with torch.inference_mode(inference), torch.set_grad_enabled(grad_enabled):
-                return [work(items[p]) for p in positions]
+                run_lane()
 
         pool = _helpers(self.count - 1)
-        futures = [pool.submit(run_lane, lane) for lane in lanes[1:] if lane]
-        results: dict[int, Result] = {}
+        helpers = [pool.submit(run_helper_lane) for _ in range(min(self.count, len(items)) - 1)]
         try:
-            results.update(zip(lanes[0], (work(items[p]) for p in lanes[0])))
+            run_lane()
         finally:
-            for future in futures:
-                future.exception()  # wait, whatever happened in the caller's lane
-        for lane, future in zip(lanes[1:], futures):
-            results.update(zip(lane, future.result()))
-        return [results[p] for p in range(len(items))]
+            for helper in helpers:
+                helper.exception()  # wait, whatever happened in the caller's lane
+        for helper in helpers:
+            helper.result()  # a helper's exception, if the caller's lane had none
+        return results
 
 
 SERIAL = Streams(1)
