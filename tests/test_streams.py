@@ -40,13 +40,21 @@ def test_map_keeps_item_order_and_runs_each_stream_on_its_own_thread_with_its_sh
 
 
 def test_items_of_uneven_cost_go_to_whichever_stream_is_free():
+    long_item_started = threading.Event()
+
     def work(item):
-        time.sleep(0.3 if item == 0 else 0.01)
+        if item == 0:
+            long_item_started.set()
+            time.sleep(1.0)
+        else:
+            assert long_item_started.wait(5)  # the short items wait until one stream is busy with the long one
+            time.sleep(0.01)
         return threading.get_ident()
 
     threads = Streams(2).map(work, list(range(8)))
-    # While one stream sleeps on the long item, the other takes all the short ones.
+    # While one stream works on the long item, the other takes all the short ones.
     assert threads.count(threads[0]) == 1
+    assert len(set(threads)) == 2
 
 
 def test_threads_started_after_a_run_get_the_callers_thread_count(two_torch_threads):
@@ -90,17 +98,20 @@ def test_an_error_in_a_helper_reaches_the_caller():
 
 
 def test_after_an_error_no_stream_starts_another_item():
+    other_started = threading.Event()
     started = []
 
     def work(item):
         started.append(item)
-        time.sleep(0.05)
         if item == 0:
+            assert other_started.wait(5)
             raise RuntimeError("first item")
+        other_started.set()
+        time.sleep(0.2)
 
     with pytest.raises(RuntimeError, match="first item"):
         Streams(2).map(work, list(range(10)))
-    assert len(started) <= 3  # the failing item, the one beside it, at most one more taken meanwhile
+    assert sorted(started) == [0, 1]  # the failing item and the one running beside it, nothing after
 
 
 def test_an_error_in_one_stream_waits_for_the_item_running_in_the_other():
