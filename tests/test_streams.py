@@ -131,6 +131,20 @@ def test_an_error_in_one_stream_waits_for_the_item_running_in_the_other():
     assert finished == [1]  # nothing is left running behind the caller
 
 
+def test_a_map_inside_a_map_completes():
+    streams = Streams(2)
+
+    def inner(item):
+        return streams.map(lambda x: (item, x), [0, 1, 2])
+
+    outer = []
+    runner = threading.Thread(target=lambda: outer.extend(streams.map(inner, [0, 1, 2, 3])), daemon=True)
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive(), "a map inside a helper's item waited on the pool it occupies"
+    assert outer == [[(i, x) for x in range(3)] for i in range(4)]
+
+
 def test_counts_below_one_are_refused():
     with pytest.raises(ValueError, match="at least 1"):
         Streams(0)

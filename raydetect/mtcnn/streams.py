@@ -31,6 +31,7 @@ Result = TypeVar("Result")
 
 _helper_pools: dict[int, ThreadPoolExecutor] = {}
 _helper_pools_lock = threading.Lock()
+_this_thread = threading.local()  # .in_helper: the thread is running a helper lane
 
 
 class Streams:
@@ -93,7 +94,8 @@ class Streams:
         raised here, after every stream has stopped (no work is left running behind the
         caller); once an item has failed, no stream starts another.
         """
-        if self.count == 1 or len(items) < 2:
+        if self.count == 1 or len(items) < 2 or getattr(_this_thread, "in_helper", False):
+            # (A helper lane mapping again would wait on the pool it occupies: it runs its items itself.)
             return [work(item) for item in items]
         results: list = [None] * len(items)
         untaken = iter(range(len(items)))
@@ -117,8 +119,12 @@ class Streams:
         def run_helper_lane() -> None:
             torch.get_num_threads()  # the thread's own first-use set-up, before its count is set
             torch.set_num_threads(self.threads_each)
-            with torch.inference_mode(inference), torch.set_grad_enabled(grad_enabled):
-                run_lane()
+            _this_thread.in_helper = True
+            try:
+                with torch.inference_mode(inference), torch.set_grad_enabled(grad_enabled):
+                    run_lane()
+            finally:
+                _this_thread.in_helper = False
 
         pool = _helpers(self.count - 1)
         helpers = [pool.submit(run_helper_lane) for _ in range(min(self.count, len(items)) - 1)]
