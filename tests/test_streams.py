@@ -1,5 +1,6 @@
 """Streams: pieces of a stage side by side on threads, each thread with its share of torch's threads."""
 
+import contextlib
 import threading
 import time
 
@@ -57,9 +58,10 @@ def test_items_of_uneven_cost_go_to_whichever_stream_is_free():
     assert len(set(threads)) == 2
 
 
-def test_threads_started_after_a_run_get_the_callers_thread_count(two_torch_threads):
+@pytest.mark.parametrize("inside_running", [True, False])
+def test_threads_started_after_a_run_get_the_callers_thread_count(two_torch_threads, inside_running):
     streams = Streams.for_cpu(2)
-    with streams.running():
+    with streams.running() if inside_running else contextlib.nullcontext():
         streams.map(_where_it_ran, [0, 1])
     seen = []
     later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))

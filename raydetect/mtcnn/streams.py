@@ -133,6 +133,8 @@ class Streams:
         finally:
             for helper in helpers:
                 helper.exception()  # wait, whatever happened in the caller's lane
+            # The helpers' set_num_threads also stored their count for threads starting later: put back the caller's.
+            torch.set_num_threads(torch.get_num_threads())
         for helper in helpers:
             helper.result()  # a helper's exception, if the caller's lane had none
         return results
