@@ -13,8 +13,9 @@ equal share of the intra-op threads. On the 2-core test machine a 720p street fr
 instead of 1.99 cores busy (``docs/benchmarks.md``).
 
 Torch's intra-op thread count is per thread once a thread has run torch code, but
-``torch.set_num_threads`` also stores the count that threads starting later pick up;
-:meth:`Streams.running` puts that back when it ends.
+``torch.set_num_threads`` also stores the count that threads starting later pick up:
+:meth:`Streams.map` puts the caller's back after the helpers have set theirs, and
+:meth:`Streams.running` restores the caller's own count when it ends.
 """
 
 from __future__ import annotations
