@@ -31,7 +31,6 @@ from raydetect.mtcnn import boxes as box_ops  # noqa: E402
 from raydetect.mtcnn.cascade import _crop_candidates, _forward, finish, propose, refine  # noqa: E402
 from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE  # noqa: E402
 from raydetect.mtcnn.resample import SummedAreaTables  # noqa: E402
-from raydetect.mtcnn.streams import SERIAL, Streams  # noqa: E402
 
 WORKLOADS = {
     "street720": "videos/street_crowd_1080p.mp4@frames=0,resize=1280x720",
@@ -63,7 +62,7 @@ def measure(detector: FaceDetector, image: torch.Tensor) -> dict[str, float]:
     """
     pnet, rnet, onet = detector.nets
     config = detector.config
-    streams = SERIAL if detector.compiled else Streams.for_cpu(detector.cpu_streams)
+    streams = detector.streams()
     sizes = torch.tensor([[image.shape[0], image.shape[1]]])
     times = {}
     tables, times["summed-area tables"] = _timed(lambda: SummedAreaTables([image]))

@@ -186,14 +186,16 @@ class FaceDetector:
         self.last_stats = totals
         return results
 
-    def _streams(self) -> Streams:
-        if self.device.type != "cpu" or self.compiled:  # compiled modules are not for concurrent threads
+    def streams(self) -> Streams:
+        """The streams a detect call runs its stages in now: one on CUDA and when compiled
+        (compiled modules are not for concurrent threads), else up to ``cpu_streams``."""
+        if self.device.type != "cpu" or self.compiled:
             return SERIAL
         return Streams.for_cpu(self.cpu_streams)
 
     def _run(self, tensors: list[torch.Tensor]):
         try:
-            streams = self._streams()
+            streams = self.streams()
             with torch.inference_mode(), streams.running():
                 return run_cascade(self.nets, tensors, self.config, streams)
         except Exception as exc:
@@ -202,7 +204,7 @@ class FaceDetector:
             reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         warnings.warn(f"torch.compile failed ({reason}); the detector runs uncompiled", RuntimeWarning, stacklevel=3)
         self.nets, self.compiled = self._eager_nets, False
-        streams = self._streams()
+        streams = self.streams()
         with torch.inference_mode(), streams.running():
             return run_cascade(self.nets, tensors, self.config, streams)
 
