@@ -64,12 +64,31 @@ def test_pixels_per_row_divide_the_pixel_count_or_leave_a_tail():
     assert layers._pixels_per_row(16 * 3) == 16
 
 
-def test_conv2d_in_a_lower_precision_rounds_input_and_parameters_and_returns_float32():
+def test_conv2d_in_a_lower_precision_rounds_input_and_parameters_and_stays_in_it():
     conv = torch.nn.Conv2d(16, 32, 3)
     x = _features((2, 16, 9, 9), 5)
     assert torch.equal(layers.conv2d(conv, x), conv(x))
     low = layers.conv2d(conv, x, torch.bfloat16)
-    assert low.dtype == torch.float32
-    expected = F.conv2d(x.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16()).float()
-    assert torch.equal(low, expected)
-    torch.testing.assert_close(low, conv(x), atol=0.1, rtol=0.05)
+    assert low.dtype == torch.bfloat16
+    assert torch.equal(low, F.conv2d(x.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16()))
+    already_low = x.bfloat16()  # goes in as it is
+    assert torch.equal(layers.conv2d(conv, already_low, torch.bfloat16), low)
+    torch.testing.assert_close(low.float(), conv(x), atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_prelu_in_bfloat16_equals_aten_with_bfloat16_slopes(shape):
+    x = _features(shape, 6).bfloat16()
+    weight = torch.randn(shape[1])
+    out = layers.prelu(x, weight)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, F.prelu(x, weight.bfloat16()))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+def test_max_pool_in_bfloat16_equals_aten(kernel):
+    x = _features((3, 48, 9, 9), 7).bfloat16()
+    out = layers.max_pool(x, kernel)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, F.max_pool2d(x, kernel, 2, ceil_mode=True))

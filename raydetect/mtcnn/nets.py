@@ -43,7 +43,7 @@ class PNet(nn.Module):
     side into one canvas and go through the trunk in a single pass.
     """
 
-    # dtype of the convolutions after the first (None: the input's); see layers.conv2d.
+    # dtype of the layers between the first convolution and the output layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
@@ -69,9 +69,9 @@ class PNet(nn.Module):
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
         x = layers.prelu(layers.conv2d(self.conv2, features, self.conv_dtype), self.prelu2.weight)
         x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
-        # Both 1x1 heads in one convolution; softmax over two logits is the sigmoid of their difference.
+        # Both 1x1 heads in one convolution, in float32; softmax over two logits is the sigmoid of their difference.
         weight = torch.cat([self.conv4_1.weight, self.conv4_2.weight])
-        heads = F.conv2d(x, weight, torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
+        heads = F.conv2d(x.to(features.dtype), weight, torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
         return torch.sigmoid(heads[:, 1] - heads[:, 0]), heads[:, 2:]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +84,7 @@ class RNet(nn.Module):
     forward(x: (K, 3, 24, 24)) -> (face_prob (K,), offsets (K, 4)).
     """
 
-    # dtype of the convolutions after the first (None: the input's); see layers.conv2d.
+    # dtype of the layers between the first convolution and the output layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
@@ -103,10 +103,12 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = layers.max_pool(self.prelu1(self.conv1(x)), self.pool1.kernel_size)
-        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), self.pool2.kernel_size)
-        x = self.prelu3(layers.conv2d(self.conv3, x, self.conv_dtype))
-        x = self.prelu4(self.dense4(_flatten_whc(x)))
+        dtype = x.dtype
+        x = layers.max_pool(layers.prelu(self.conv1(x), self.prelu1.weight), self.pool1.kernel_size)
+        x = layers.prelu(layers.conv2d(self.conv2, x, self.conv_dtype), self.prelu2.weight)
+        x = layers.max_pool(x, self.pool2.kernel_size)
+        x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
+        x = self.prelu4(self.dense4(_flatten_whc(x).to(dtype)))
         face_prob = torch.softmax(self.dense5_1(x), dim=1)[:, 1]
         return face_prob, self.dense5_2(x)
 
@@ -118,7 +120,7 @@ class ONet(nn.Module):
     landmarks as five x fractions followed by five y fractions of the crop's box.
     """
 
-    # dtype of the convolutions after the first (None: the input's); see layers.conv2d.
+    # dtype of the layers between the first convolution and the output layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
@@ -141,10 +143,13 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = layers.max_pool(self.prelu1(self.conv1(x)), self.pool1.kernel_size)
-        x = layers.max_pool(self.prelu2(layers.conv2d(self.conv2, x, self.conv_dtype)), self.pool2.kernel_size)
-        x = layers.max_pool(self.prelu3(layers.conv2d(self.conv3, x, self.conv_dtype)), self.pool3.kernel_size)
-        x = self.prelu4(layers.conv2d(self.conv4, x, self.conv_dtype))
-        x = self.prelu5(self.dense5(_flatten_whc(x)))
+        dtype = x.dtype
+        x = layers.max_pool(layers.prelu(self.conv1(x), self.prelu1.weight), self.pool1.kernel_size)
+        x = layers.prelu(layers.conv2d(self.conv2, x, self.conv_dtype), self.prelu2.weight)
+        x = layers.max_pool(x, self.pool2.kernel_size)
+        x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
+        x = layers.max_pool(x, self.pool3.kernel_size)
+        x = layers.prelu(layers.conv2d(self.conv4, x, self.conv_dtype), self.prelu4.weight)
+        x = self.prelu5(self.dense5(_flatten_whc(x).to(dtype)))
         face_prob = torch.softmax(self.dense6_1(x), dim=1)[:, 1]
         return face_prob, self.dense6_2(x), self.dense6_3(x)
