@@ -40,6 +40,7 @@ class DetectionOptions:
         max_side: downscale frames that arrive larger than this before detection.
         crops: cut a JPEG crop of every face; crop_size, crop_margin, crop_quality shape it.
         torch_threads: intra-op threads for a CPU detector (None: torch's default).
+        precision: the networks' precision ("auto", "float32", "bfloat16", "float16"; see ``FaceDetector``).
         compile: torch.compile the networks in each actor (see ``FaceDetector``).
     """
 
@@ -54,12 +55,14 @@ class DetectionOptions:
     crop_margin: float = 0.3
     crop_quality: int = 90
     torch_threads: int | None = None
+    precision: str = "auto"
     compile: bool = False
 
     def result_options(self) -> dict:
         """The options that decide the output's content (recorded in DEST/_job.json)."""
         options = asdict(self)
-        for name in ("device", "budget", "torch_threads", "compile"):  # change speed, not results
+        # Speed, not which faces: precision changes scores and boxes within rounding, as the device's "auto" does.
+        for name in ("device", "budget", "torch_threads", "precision", "compile"):
             options.pop(name)
         options["thresholds"] = list(self.thresholds)
         if not self.crops:
@@ -89,6 +92,7 @@ class ChunkDetector:
             scale_factor=options.scale_factor,
             device=options.device,
             budget=WorkBudget(**options.budget) if options.budget else None,
+            precision=options.precision,
             compile=options.compile,
         )
         self.output = JobOutput(dest, storage_options)

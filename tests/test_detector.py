@@ -1,6 +1,7 @@
 """FaceDetector end to end on real photos, against the peer's stored detections."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from raydetect import Detections, FaceDetector, InvalidImageError
 from raydetect.batching import WorkBudget
+from raydetect.detector import auto_precision, cpu_has_bfloat16_dot_products
 from raydetect.images import MAX_SIDE
 
 
@@ -33,18 +35,37 @@ def peer_reference(data_dir):
     return json.loads((data_dir / "peer_reference.json").read_text())
 
 
-def test_matches_the_peer_on_vendored_photos(detector, data_dir, peer_reference):
+def _peer_pairs(precision, data_dir, peer_reference):
+    """(IoU, score difference, largest landmark error / box side) of each peer face and our best match."""
+    detector = FaceDetector(min_face_size=20, device="cpu", precision=precision)
     names = sorted(peer_reference["images"])
-    results = detector.detect([read_rgb(data_dir / name) for name in names])
-    for name, ours in zip(names, results):
+    pairs = []
+    for name, ours in zip(names, detector.detect([read_rgb(data_dir / name) for name in names])):
         peer = peer_reference["images"][name]
         assert len(ours) == len(peer["scores"]), name
         for box, score, points in zip(peer["boxes"], peer["scores"], peer["landmarks"]):
             best = max(range(len(ours)), key=lambda k: iou(ours.boxes[k], box))
-            assert iou(ours.boxes[best], box) >= 0.99, name
-            assert ours.scores[best] == pytest.approx(score, abs=1e-3)
-            side = box[2] - box[0]
-            assert np.abs(ours.landmarks[best] - np.array(points)).max() <= 0.01 * side
+            landmark_error = np.abs(ours.landmarks[best] - np.array(points)).max() / (box[2] - box[0])
+            pairs.append((iou(ours.boxes[best], box), abs(ours.scores[best] - score), landmark_error))
+    return np.array(pairs)
+
+
+def test_float32_matches_the_peer_on_vendored_photos(data_dir, peer_reference):
+    # float32 computes what the reference computes, to float rounding.
+    pairs = _peer_pairs("float32", data_dir, peer_reference)
+    assert len(pairs) == 20
+    assert (pairs[:, 0] >= 0.99).all() and (pairs[:, 1] <= 1e-3).all() and (pairs[:, 2] <= 0.01).all()
+
+
+def test_default_precision_agrees_with_the_peer_on_vendored_photos(data_dir, peer_reference):
+    # The default ("auto": bfloat16 on CPUs with bfloat16 dot products) rounds more; the issue's figures for it
+    # (97% of faces at IoU >= 0.7, median landmark error <= 3% of the side) are measured on the shared media by
+    # benchmarks/compare_peer.py. On these 20 faces: every face found, 90% of them at IoU >= 0.7 (on this
+    # machine one is at 0.698, where another of its candidates won), the same scores, median landmark error 3%.
+    pairs = _peer_pairs("auto", data_dir, peer_reference)
+    assert (pairs[:, 0] >= 0.5).all() and (pairs[:, 0] >= 0.7).mean() >= 0.9
+    assert (pairs[:, 1] <= 0.02).all()
+    assert np.median(pairs[:, 2]) <= 0.03
 
 
 def test_result_contract(detector, data_dir):
@@ -201,18 +222,37 @@ def test_cuda_request_without_cuda_is_explained():
 
 def test_bfloat16_finds_the_same_faces(data_dir):
     image = read_rgb(data_dir / "multiface.jpg")
-    exact = FaceDetector(device="cpu").detect_one(image)
+    exact = FaceDetector(device="cpu", precision="float32").detect_one(image)
     fast = FaceDetector(device="cpu", precision="bfloat16").detect_one(image)
-    assert len(fast) == len(exact)
-    for box in exact.boxes:
-        assert max(iou(box, other) for other in fast.boxes) > 0.9
+    assert len(fast) == len(exact) == 6
+    # Tighter than the issue's agreement criterion (IoU >= 0.7). Scores saturate near 1, so bfloat16's rounding
+    # can pick another of a face's overlapping candidates: here one box moves by 7 px of 94 (IoU 0.86).
+    for box, score in zip(exact.boxes, exact.scores):
+        best = max(range(len(fast)), key=lambda i: iou(box, fast.boxes[i]))
+        assert iou(box, fast.boxes[best]) > 0.8
+        assert abs(fast.scores[best] - score) < 0.01
 
 
-def test_bfloat16_on_the_cpu_rounds_only_the_inner_convolutions():
+def test_bfloat16_on_the_cpu_runs_the_inner_layers_in_it():
     detector = FaceDetector(device="cpu", precision="bfloat16")
-    assert detector.config.compute_dtype is None  # no autocast: PReLU, pooling and the heads stay float32
+    assert detector.config.compute_dtype is None  # no autocast: first convolutions and output layers stay float32
     assert all(net.conv_dtype == torch.bfloat16 for net in detector.nets)
-    assert all(net.conv_dtype is None for net in FaceDetector(device="cpu").nets)
+    assert all(net.conv_dtype is None for net in FaceDetector(device="cpu", precision="float32").nets)
+
+
+def test_auto_precision_is_bfloat16_only_on_cpus_with_bfloat16_dot_products():
+    expected = "bfloat16" if cpu_has_bfloat16_dot_products() else "float32"
+    assert FaceDetector(device="cpu").precision == expected
+    assert auto_precision(torch.device("cpu")) == expected
+    assert auto_precision(torch.device("cuda")) == "float16"
+
+
+def test_cpu_bfloat16_probe_reads_the_cpu_flags():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    listed = any(flag in flags.split() for flag in ("avx512_bf16", "amx_tile"))
+    assert cpu_has_bfloat16_dot_products() == listed
 
 
 def test_options_are_readable():

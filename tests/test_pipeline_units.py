@@ -257,6 +257,17 @@ def test_cli_compile_option_reaches_the_detection_options():
     assert _parse("videos/", "-o", "out").detection.compile is False
 
 
+def test_cli_precision_option_reaches_the_detection_options():
+    assert _parse("videos/", "-o", "out").detection.precision == "auto"
+    spec = _parse("videos/", "-o", "out", "--precision", "float32")
+    assert spec.detection.precision == "float32"
+    assert "precision" not in spec.detection.result_options()  # like the device: rounding, not which faces
+    assert _parse("videos/", "-o", "out", "--precision", "float16", "--gpus-per-actor", "1").detection.precision == (
+        "float16")
+    with pytest.raises(ValueError, match="float16 needs GPUs"):
+        _parse("videos/", "-o", "out", "--precision", "float16")
+
+
 @pytest.mark.parametrize("argv", [
     ["--every", "2", "--fps", "5"], ["--every", "0"], ["--fps", "nan"], ["--crop-quality", "101"],
     ["--storage-options", "[1]"], ["--crop-margin", "-1"], ["--budget-images", "0"],

@@ -142,6 +142,10 @@ def job_spec(args: argparse.Namespace):
         )
         if value is not None
     }
+    on_gpus = (args.gpus_per_actor or 0) > 0 or str(args.device or "").startswith("cuda")
+    if args.precision == "float16" and not on_gpus:
+        raise ValueError("--precision float16 needs GPUs (--gpus-per-actor or --device cuda); "
+                         "use bfloat16 or float32 on CPUs")
     if budget:
         device_budget = WorkBudget.for_device("cuda" if (args.gpus_per_actor or 0) > 0 else "cpu")
         budget = {**device_budget.__dict__, **budget}
@@ -158,6 +162,7 @@ def job_spec(args: argparse.Namespace):
         crop_margin=args.crop_margin,
         crop_quality=args.crop_quality,
         torch_threads=args.threads_per_actor,
+        precision=args.precision,
         compile=args.compile,
     )
     shards = ShardOptions(

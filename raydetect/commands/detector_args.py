@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
+PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, min_face_size: float = 20) -> None:
@@ -21,6 +22,11 @@ def add_detector_arguments(parser: argparse.ArgumentParser, min_face_size: float
         help="P-Net, R-Net, O-Net score thresholds (default 0.6,0.7,0.7)",
     )
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if present)")
+    group.add_argument(
+        "--precision", choices=PRECISION_CHOICES, default="auto",
+        help="network precision (default auto: float16 on CUDA, bfloat16 on CPUs with bfloat16 dot products, "
+        "else float32; float32 matches the reference MTCNN to float rounding)",
+    )
     group.add_argument(
         "--compile", action="store_true",
         help="torch.compile the networks after a one-time compilation (20 s to minutes); for GPUs (slower on a small CPU)",
@@ -47,6 +53,7 @@ def build_detector(args: argparse.Namespace, **overrides):
         scale_factor=args.scale_factor,
         thresholds=tuple(args.thresholds),
         device=args.device,
+        precision=args.precision,
         compile=args.compile,
     )
     options.update(overrides)
