@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="media specs as in benchmarks/media_inputs.py (default: 18 images, 0 to 312 faces)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", help="FaceDetector precision: auto, float32, bfloat16")
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
     parser.add_argument("--output", type=Path, help="JSON with every round's figures")
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if not decoded:
         parser.error("no images in the given inputs")
     peer = PeerWorker(args.peer_python, list(args.inputs), args.data_root, args.threads)
-    detector = FaceDetector(min_face_size=MIN_FACE_SIZE, device="cpu")
+    detector = FaceDetector(min_face_size=MIN_FACE_SIZE, device="cpu", precision=args.precision)
     try:
         for item, rgb in decoded:  # warm-up, untimed: both sides once on every image
             peer.detect(item.key)
@@ -202,11 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python", "benchmarks/faces_per_frame.py",
                         *(argv if argv is not None else sys.argv[1:])])
     machine = {"revision": revision, "cpu": _cpu_name(), "logical_cpus": os.cpu_count(),
-               "torch": torch.__version__, "torch_threads": args.threads, "peer": peer.version,
+               "torch": torch.__version__, "torch_threads": args.threads, "precision": detector.precision,
+               "peer": peer.version,
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
                "load_average_at_end": os.getloadavg()[0]}
     print(f"`{command}`\n\n{machine['cpu']}, {machine['logical_cpus']} logical CPUs, torch threads {args.threads}, "
-          f"ours: torch {torch.__version__} at {machine['revision']}; peer: {peer.version}; "
+          f"ours: torch {torch.__version__} at {machine['revision']}, {detector.precision}; peer: {peer.version}; "
           f"min_face_size {MIN_FACE_SIZE}; "
           f"{args.rounds} rounds, medians; load average at the end {machine['load_average_at_end']:.1f}\n")
     print_table(rows)

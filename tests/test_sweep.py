@@ -30,6 +30,7 @@ def test_local_sweep_reports_precision_and_cost(data_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "annotated images (3)" in out and "video frames (2)" in out and "M=40" in out
     assert [row["label"] for row in rows] == ["M=40", "M=80"]
+    assert all(row["precision"] == "auto" for row in rows)
     for row in rows:
         assert 0 <= row["ap"]["all"] <= 1 and 0 <= row["recall"]["all"] <= 1
         assert row["image_ms"] > 0 and row["video_ms"] > 0
@@ -108,6 +109,8 @@ def test_eval_command_and_saved_detections(data_dir, tmp_path, capsys):
     assert "3 images, IoU 0.3" in out and "ms per image" in out
     summary = json.loads(results.read_text())
     assert summary["subsets"]["all"]["faces"] == 12
+    assert summary["detector"]["precision"] == "auto"
+    assert summary["timing"]["precision"] in ("bfloat16", "float32")  # "auto" on a CPU
     ap = summary["subsets"]["all"]["ap"]
     assert ap > 0.5  # the photos' faces are all larger than 30 px
     # The saved detections evaluate to the same figures without running the detector.

@@ -105,8 +105,10 @@ def _detect(files: dict[str, Path], args: argparse.Namespace):
     if args.batch < 1:
         raise ValueError("--batch must be >= 1")
     # Images are read batch by batch (reading is not timed): a full WIDER split never sits in memory.
-    run = run_detector(build_detector(args), LazyImages(files), args.batch)
+    detector = build_detector(args)
+    run = run_detector(detector, LazyImages(files), args.batch)
     timing = {
+        "precision": detector.precision,  # what "auto" resolved to on this machine
         "images": run.frames,
         "ms_per_image": run.ms_per_frame,
         "median_ms_per_image": run.median_ms_per_frame,
@@ -179,6 +181,7 @@ def _options(args: argparse.Namespace) -> dict:
         "scale_factor": args.scale_factor,
         "thresholds": list(args.thresholds),
         "device": args.device,
+        "precision": args.precision,
     }
 
 

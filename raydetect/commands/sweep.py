@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from raydetect.commands.detector_args import parse_thresholds
+from raydetect.commands.detector_args import PRECISION_CHOICES, parse_thresholds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per setting; the median is kept (default 1)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    parser.add_argument(
+        "--precision", choices=PRECISION_CHOICES, default="auto",
+        help="network precision of every setting (default auto: float16 on CUDA, bfloat16 on CPUs with bfloat16 "
+        "dot products, else float32)",
+    )
     ray_group = parser.add_argument_group("Ray")
     ray_group.add_argument("--address", default=None, help="run each setting as a Ray task on this cluster")
     ray_group.add_argument("--task-cpus", type=float, default=1, help="CPUs per task (default 1)")
@@ -63,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         annotations, image_frames = _load_images(args)
         video_frames = _load_videos(args)
         settings = sweep_settings(args.min_face_sizes, args.scale_factors, args.thresholds)
+        for setting in settings:  # a FaceDetector option like the others; the rows record it
+            setting["precision"] = args.precision
         if args.address:
             rows = _run_on_ray(args, settings, annotations, image_frames, video_frames)
         else:
