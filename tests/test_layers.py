@@ -92,3 +92,20 @@ def test_max_pool_in_bfloat16_equals_aten(kernel):
     out = layers.max_pool(x, kernel)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, F.max_pool2d(x, kernel, 2, ceil_mode=True))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_pointwise_conv_in_float32_equals_aten_to_rounding(channels_last):
+    x = _features((1, 32, 13, 21), 8, channels_last=channels_last)
+    weight, bias = torch.randn(6, 32, 1, 1), torch.randn(6)
+    out = layers.pointwise_conv(x, weight, bias)
+    assert out.dtype == torch.float32 and out.shape == (1, 6, 13, 21)
+    torch.testing.assert_close(out, F.conv2d(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_conv_in_bfloat16_rounds_the_weights_and_stays_in_it():
+    x = _features((1, 32, 13, 21), 9).bfloat16()
+    weight, bias = torch.randn(6, 32, 1, 1), torch.randn(6)
+    out = layers.pointwise_conv(x, weight, bias)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, F.conv2d(x, weight.bfloat16(), bias.bfloat16()))

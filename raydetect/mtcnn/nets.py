@@ -8,7 +8,6 @@ loads with ``strict=True``. All three expect input normalised by
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from raydetect.mtcnn import layers
@@ -43,7 +42,10 @@ class PNet(nn.Module):
     side into one canvas and go through the trunk in a single pass.
     """
 
-    # dtype of the layers between the first convolution and the output layers (None: the input's); see layers.conv2d.
+    # dtype of the layers after the first convolution, output heads included (None: the input's); see
+    # layers.conv2d. The first convolution reads the whole frame at full resolution and stays float32: in
+    # bfloat16 it gained 1% of speed and lost 2 of 88 confident faces on the shared videos (one-off runs of
+    # benchmarks/compare_peer.py), where R-Net's and O-Net's first convolutions in bfloat16 lost none.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
@@ -69,9 +71,9 @@ class PNet(nn.Module):
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
         x = layers.prelu(layers.conv2d(self.conv2, features, self.conv_dtype), self.prelu2.weight)
         x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
-        # Both 1x1 heads in one convolution, in float32; softmax over two logits is the sigmoid of their difference.
+        # Both 1x1 heads in one convolution; softmax over two logits is the sigmoid of their difference.
         weight = torch.cat([self.conv4_1.weight, self.conv4_2.weight])
-        heads = F.conv2d(x.to(features.dtype), weight, torch.cat([self.conv4_1.bias, self.conv4_2.bias]))
+        heads = layers.pointwise_conv(x, weight, torch.cat([self.conv4_1.bias, self.conv4_2.bias])).float()
         return torch.sigmoid(heads[:, 1] - heads[:, 0]), heads[:, 2:]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +86,7 @@ class RNet(nn.Module):
     forward(x: (K, 3, 24, 24)) -> (face_prob (K,), offsets (K, 4)).
     """
 
-    # dtype of the layers between the first convolution and the output layers (None: the input's); see layers.conv2d.
+    # dtype of every layer before the dense output layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
@@ -103,12 +105,12 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = x.dtype
-        x = layers.max_pool(layers.prelu(self.conv1(x), self.prelu1.weight), self.pool1.kernel_size)
+        x = layers.prelu(layers.conv2d(self.conv1, x, self.conv_dtype), self.prelu1.weight)
+        x = layers.max_pool(x, self.pool1.kernel_size)
         x = layers.prelu(layers.conv2d(self.conv2, x, self.conv_dtype), self.prelu2.weight)
         x = layers.max_pool(x, self.pool2.kernel_size)
         x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
-        x = self.prelu4(self.dense4(_flatten_whc(x).to(dtype)))
+        x = self.prelu4(self.dense4(_flatten_whc(x).float()))
         face_prob = torch.softmax(self.dense5_1(x), dim=1)[:, 1]
         return face_prob, self.dense5_2(x)
 
@@ -120,7 +122,7 @@ class ONet(nn.Module):
     landmarks as five x fractions followed by five y fractions of the crop's box.
     """
 
-    # dtype of the layers between the first convolution and the output layers (None: the input's); see layers.conv2d.
+    # dtype of every layer before the dense output layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
@@ -143,13 +145,13 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dtype = x.dtype
-        x = layers.max_pool(layers.prelu(self.conv1(x), self.prelu1.weight), self.pool1.kernel_size)
+        x = layers.prelu(layers.conv2d(self.conv1, x, self.conv_dtype), self.prelu1.weight)
+        x = layers.max_pool(x, self.pool1.kernel_size)
         x = layers.prelu(layers.conv2d(self.conv2, x, self.conv_dtype), self.prelu2.weight)
         x = layers.max_pool(x, self.pool2.kernel_size)
         x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
         x = layers.max_pool(x, self.pool3.kernel_size)
         x = layers.prelu(layers.conv2d(self.conv4, x, self.conv_dtype), self.prelu4.weight)
-        x = self.prelu5(self.dense5(_flatten_whc(x).to(dtype)))
+        x = self.prelu5(self.dense5(_flatten_whc(x).float()))
         face_prob = torch.softmax(self.dense6_1(x), dim=1)[:, 1]
         return face_prob, self.dense6_2(x), self.dense6_3(x)
