@@ -69,7 +69,7 @@ def measure(detector: FaceDetector, image: torch.Tensor) -> dict[str, float]:
     height, width = image.shape[:2]
     scales = box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor)
     levels, times["  levels resampled"] = _timed(
-        lambda: [tables.resample_whole([0], *box_ops.level_size(height, width, s)) for s in scales])
+        lambda: [tables.resample_whole([0], *box_ops.level_size(height, width, s), normalized=True) for s in scales])
     _, times["  P-Net passes"] = _timed(lambda: [_forward(pnet, level, config.compute_dtype) for level in levels])
     with streams.running():
         (proposals, _), times["propose (P-Net stage)"] = _timed(lambda: propose(pnet, tables, sizes, config, streams))

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from raydetect.mtcnn import boxes as box_ops
+from raydetect.mtcnn.nets import normalize
 from raydetect.mtcnn.resample import SummedAreaTables
 
 
@@ -97,6 +98,10 @@ def test_whole_image_resample_equals_area_interpolation_and_region_resample():
         assert torch.equal(levels, tables.resample(torch.tensor([0, 2]), regions, height, width))
         expected = F.interpolate(images[2].permute(2, 0, 1)[None].float(), size=(height, width), mode="area")[0]
         torch.testing.assert_close(levels[1], expected, rtol=0, atol=1e-3)
+        # The networks' input straight from the sums: bit for bit what normalising the means gives.
+        assert torch.equal(tables.resample_whole([0, 2], height, width, normalized=True), normalize(levels))
+        assert torch.equal(tables.resample(torch.tensor([0, 2]), regions, height, width, normalized=True),
+                           normalize(levels))
     with pytest.raises(ValueError, match="one size"):
         tables.resample_whole([0, 1], 20, 20)
 

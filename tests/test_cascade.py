@@ -152,7 +152,8 @@ def test_crops_are_cut_in_reading_order_and_outputs_restored_to_candidate_order(
     kept, crops, restore = _crop_candidates(tables, sizes, proposals, 24)
     image_sizes = sizes[kept.image_index]
     regions, _ = box_ops.crop_regions(kept.boxes, image_sizes[:, 0], image_sizes[:, 1])
-    in_candidate_order = tables.resample(kept.image_index, regions, 24)
+    in_candidate_order = tables.resample(kept.image_index, regions, 24, normalized=True)
+    assert torch.equal(in_candidate_order, normalize(tables.resample(kept.image_index, regions, 24)))
     cut = crops(0, len(kept))
     assert not torch.equal(cut, in_candidate_order)  # really reordered
     (restored,) = restore((cut,))

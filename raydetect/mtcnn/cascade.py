@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from raydetect.mtcnn import boxes as box_ops
-from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE, ONet, PNet, RNet, normalize
+from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE, ONet, PNet, RNet
 from raydetect.mtcnn.nms import nms
 from raydetect.mtcnn.packing import pack, unpack
 from raydetect.mtcnn.resample import SummedAreaTables
@@ -100,21 +100,22 @@ def _precision(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def _forward(net: torch.nn.Module, crops: torch.Tensor, dtype: torch.dtype | None):
-    """Run a network under the configured precision; outputs come back as float32."""
-    with _precision(crops.device, dtype):
-        outputs = net(normalize(crops))
+def _forward(net: torch.nn.Module, inputs: torch.Tensor, dtype: torch.dtype | None):
+    """Run a network on normalised input under the configured precision; outputs come back as float32."""
+    with _precision(inputs.device, dtype):
+        outputs = net(inputs)
     return tuple(out.float() for out in outputs)
 
 
 def _pnet_over_levels(pnet: PNet, levels: list[torch.Tensor], config: CascadeConfig):
-    """(face_prob, offsets) of every level: large levels one by one, small ones in one packed trunk pass."""
+    """(face_prob, offsets) of every level (normalised network input): large levels one by one, small ones in
+    one packed trunk pass."""
     packed = [i for i, level in enumerate(levels) if level.shape[2] * level.shape[3] < config.pack_levels_below]
     if len(packed) < 2:
         return [_forward(pnet, level, config.compute_dtype) for level in levels]
     outputs = {i: _forward(pnet, level, config.compute_dtype) for i, level in enumerate(levels) if i not in packed}
     with _precision(levels[0].device, config.compute_dtype):
-        canvas, placements = pack([pnet.stem(normalize(levels[i])) for i in packed])
+        canvas, placements = pack([pnet.stem(levels[i]) for i in packed])
         face_prob, offsets = pnet.trunk(canvas)
     shrink = PNet.TRUNK_SHRINK
     for i, place in zip(packed, placements):
@@ -242,7 +243,7 @@ def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
     regions = regions.index_select(0, reading_order)
 
     def crops(start: int, stop: int) -> torch.Tensor:
-        return tables.resample(image_index[start:stop], regions[start:stop], size)
+        return tables.resample(image_index[start:stop], regions[start:stop], size, normalized=True)
 
     def restore(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         positions = torch.argsort(reading_order)  # the inverse permutation
@@ -300,7 +301,7 @@ def _propose_levels(pnet: PNet, tables: SummedAreaTables, pyramid: _Pyramid, pos
         {(first image of the pyramid, level position): (image index, boxes, scores, offsets)}.
     """
     level_sizes, scales = pyramid.level_sizes, pyramid.scales
-    levels = [tables.resample_whole(pyramid.members, *level_sizes[p]) for p in positions]
+    levels = [tables.resample_whole(pyramid.members, *level_sizes[p], normalized=True) for p in positions]
     found = {}
     for position, (face_prob, offsets) in zip(positions, _pnet_over_levels(pnet, levels, config)):
         local_index, boxes, scores, box_offsets = box_ops.pnet_proposals(
