@@ -69,13 +69,14 @@ class FaceDetector:
         precision: "float32", "float16" (CUDA), "bfloat16", or "auto": float16 on CUDA,
             bfloat16 on CPUs with bfloat16 dot products (AVX-512 BF16 or AMX), float32 on
             other CPUs. Lower precisions speed up the networks; box arithmetic and NMS
-            always run in float32. On a CPU, "bfloat16" keeps each network's first
-            convolution and its output layers in float32 and runs the layers in between
-            (convolutions, PReLU, pooling) in bfloat16: on the 2-core AVX-512 BF16 test
-            machine a 720p frame takes about 15% less time than in float32, on CPUs
-            without bfloat16 dot products it is slower. It finds the same faces as the
-            reference to the issue's tolerance, where float32 matches it to float rounding
-            (docs/benchmarks.md: agreement and speed).
+            always run in float32. On a CPU, "bfloat16" keeps P-Net's first convolution,
+            which reads the whole frame, and R-Net's and O-Net's dense layers in
+            float32 and runs every other layer in bfloat16, so that nothing converts back
+            and forth between layers: on the 2-core AVX-512 BF16 test machine a 720p frame
+            takes about a fifth less time than in float32; on CPUs without bfloat16 dot
+            products it is slower. It finds the same faces as the reference to the issue's
+            tolerance, where float32 matches it to float rounding (docs/benchmarks.md:
+            agreement and speed).
         weights_dir: folder with pnet.pt, rnet.pt and onet.pt; None uses the bundled ones.
         packed_pyramid: run P-Net's trunk once over all pyramid levels packed into one
             canvas (True), or level by level (False). None packs every level on CUDA
