@@ -98,7 +98,8 @@ def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     (one-off timings, one thread). bfloat16 always goes through oneDNN: 0.5 ms there.
     """
     weight, bias = weight.to(x.dtype), bias.to(x.dtype)
-    if x.dtype == torch.float32 and x.device.type == "cpu" and _channels_last(x) and torch.backends.mkldnn.is_available():
+    on_onednn = x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+    if x.dtype == torch.float32 and on_onednn and _channels_last(x):
         weight = weight.contiguous(memory_format=torch.channels_last)
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, [0, 0], [1, 1], [1, 1], 1)
     return F.conv2d(x, weight, bias)

@@ -86,7 +86,7 @@ class RNet(nn.Module):
     forward(x: (K, 3, 24, 24)) -> (face_prob (K,), offsets (K, 4)).
     """
 
-    # dtype of every layer before the dense output layers (None: the input's); see layers.conv2d.
+    # dtype of every layer before the dense layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
@@ -122,7 +122,7 @@ class ONet(nn.Module):
     landmarks as five x fractions followed by five y fractions of the crop's box.
     """
 
-    # dtype of every layer before the dense output layers (None: the input's); see layers.conv2d.
+    # dtype of every layer before the dense layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
