@@ -9,6 +9,11 @@ glibc's default mmap threshold is adaptive: it rises after a large block is free
 whether repeated passes of one size fault under the defaults depends on the history of
 the process. The baseline that must fault therefore pins glibc's initial thresholds
 through its own environment variable, which turns the adaptation off.
+
+Each process times seven passes after a warm-up. Without the setting every one of them
+faults; with it a pass needs no fresh page at all, but a pass can still meet some (once,
+in a CI run on the shared test machine, the middle one of five met 1,944), so the cases
+with the setting check the quietest pass and the cases without it the quietest too.
 """
 
 import json
@@ -51,12 +56,11 @@ crops = torch.rand(512, 3, 24, 24).contiguous(memory_format=torch.channels_last)
 faults = []
 with torch.inference_mode():
     rnet(crops)
-    for _ in range(5):
+    for _ in range(7):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         rnet(crops)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-# The median pass: a single pass may still grow the heap once.
-print(json.dumps({"applied": applied, "block_mmapped": block_mmapped, "faults_per_pass": sorted(faults)[2]}))
+print(json.dumps({"applied": applied, "block_mmapped": block_mmapped, "faults": sorted(faults)}))
 """
 
 # R-Net's first layer alone writes 512 x 28 x 22 x 22 float32 (28 MB, about 6,800 pages of 4 KiB).
@@ -82,10 +86,11 @@ def _run(mode: str, **env_changes) -> dict:
 
 
 def test_without_the_setting_large_blocks_are_mmapped_and_passes_fault_in_fresh_pages():
-    # The baseline the setting is measured against; it also shows the fault count can fail the tests below.
+    # The baseline the setting is measured against; it also shows the fault count can fail the tests below:
+    # here even the quietest pass faults.
     pinned = _run("none", **GLIBC_INITIAL_THRESHOLDS)
     assert pinned["block_mmapped"] is True
-    assert pinned["faults_per_pass"] > FRESH_PAGES_PER_PASS / 2, pinned
+    assert min(pinned["faults"]) > FRESH_PAGES_PER_PASS / 2, pinned
     assert _run("none")["block_mmapped"] is True  # glibc's defaults, untouched
 
 
@@ -93,13 +98,13 @@ def test_with_the_setting_passes_reuse_freed_memory():
     tuned = _run("function")
     assert tuned["applied"] is True
     assert tuned["block_mmapped"] is False
-    assert tuned["faults_per_pass"] < FRESH_PAGES_PER_PASS / 20, tuned
+    assert min(tuned["faults"]) < FRESH_PAGES_PER_PASS / 20, tuned
 
 
 def test_a_cpu_detector_applies_it():
     through_detector = _run("detector")
     assert through_detector["block_mmapped"] is False
-    assert through_detector["faults_per_pass"] < FRESH_PAGES_PER_PASS / 20, through_detector
+    assert min(through_detector["faults"]) < FRESH_PAGES_PER_PASS / 20, through_detector
 
 
 def test_raydetect_opt_out_leaves_glibc_defaults():
@@ -112,4 +117,4 @@ def test_glibc_variables_set_by_the_user_take_precedence():
     users_choice = _run("function", MALLOC_TRIM_THRESHOLD_="131072")
     assert users_choice["applied"] is False
     assert users_choice["block_mmapped"] is True
-    assert users_choice["faults_per_pass"] > FRESH_PAGES_PER_PASS / 2, users_choice
+    assert min(users_choice["faults"]) > FRESH_PAGES_PER_PASS / 2, users_choice
