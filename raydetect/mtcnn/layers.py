@@ -45,7 +45,8 @@ def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         (N, C, H, W), in x's memory layout and dtype.
     """
     weight = weight.to(x.dtype)
-    if not _channels_last(x) or (x.dtype == torch.float32 and x.shape[1] >= _FOLD_BELOW_CHANNELS):
+    folds = x.device.type == "cpu" and (x.dtype != torch.float32 or x.shape[1] < _FOLD_BELOW_CHANNELS)
+    if not folds or not _channels_last(x):  # the folding is for ATen's CPU kernels
         return F.prelu(x, weight)
     n, c, h, w = x.shape
     pixels = n * h * w
