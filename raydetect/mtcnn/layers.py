@@ -1,10 +1,11 @@
-"""PReLU and max pooling for channels-last tensors.
+"""The networks' layers on channels-last CPU tensors: PReLU, max pooling, and convolutions in a
+chosen precision.
 
 ATen's elementwise kernels vectorise along the innermost dimension, which for a
 channels-last (N, C, H, W) tensor is C. P-Net's first layer has 10 channels: an inner
 loop shorter than one AVX-512 register, so ATen's PReLU runs it almost scalar: 3.6 ms on
 one thread for a 720p frame's first pyramid level, where the same kernel takes 0.13 ms
-over the next layer's 16 channels at a quarter of the pixels. Both functions here give
+over the next layer's 16 channels at a quarter of the pixels. ``prelu`` and ``max_pool`` give
 exactly ATen's numbers but arrange the work in long contiguous runs: PReLU over rows of
 several pixels (that level: 1.0 ms), pooling as two strided maxima. Inside the network,
 on that level, the stem (convolution, PReLU, pooling) went from 8.3 to 6.2 ms on one
@@ -13,7 +14,8 @@ not writing what ATen's ``max_pool2d`` also writes, an int64 index per output: R
 first pool over 278 crops took 2.5 instead of 3.6 ms on one thread (all one-off
 measurements). Other layouts fall back to ATen, and so does code being compiled by
 ``torch.compile``: inductor fuses the plain operations itself, and the row folding below
-would make it recompile for every pyramid level.
+would make it recompile for every pyramid level. ``conv2d`` and ``pointwise_conv`` run
+convolutions in the networks' ``conv_dtype`` (bfloat16 on CPUs with bfloat16 dot products).
 """
 
 from __future__ import annotations
