@@ -25,6 +25,11 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - PIXEL_MEAN) * PIXEL_SCALE
 
 
+def _conv_prelu(conv: nn.Conv2d, prelu: nn.PReLU, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """One convolution and its PReLU, in ``dtype`` (None: x's); see layers.conv2d."""
+    return layers.prelu(layers.conv2d(conv, x, dtype), prelu.weight)
+
+
 def _flatten_whc(features: torch.Tensor) -> torch.Tensor:
     """Flatten (N, C, H, W) in (W, H, C) order, the layout the dense weights were trained with."""
     return features.permute(0, 3, 2, 1).reshape(features.shape[0], -1)
@@ -65,12 +70,12 @@ class PNet(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 10, ceil((H - 2) / 2), ceil((W - 2) / 2))."""
-        return layers.max_pool(layers.prelu(self.conv1(x), self.prelu1.weight), self.pool1.kernel_size)
+        return layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, None), self.pool1.kernel_size)
 
     def trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
-        x = layers.prelu(layers.conv2d(self.conv2, features, self.conv_dtype), self.prelu2.weight)
-        x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
+        x = _conv_prelu(self.conv2, self.prelu2, features, self.conv_dtype)
+        x = _conv_prelu(self.conv3, self.prelu3, x, self.conv_dtype)
         # Both 1x1 heads in one convolution; softmax over two logits is the sigmoid of their difference.
         weight = torch.cat([self.conv4_1.weight, self.conv4_2.weight])
         heads = layers.pointwise_conv(x, weight, torch.cat([self.conv4_1.bias, self.conv4_2.bias])).float()
@@ -105,11 +110,9 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = layers.prelu(layers.conv2d(self.conv1, x, self.conv_dtype), self.prelu1.weight)
-        x = layers.max_pool(x, self.pool1.kernel_size)
-        x = layers.prelu(layers.conv2d(self.conv2, x, self.conv_dtype), self.prelu2.weight)
-        x = layers.max_pool(x, self.pool2.kernel_size)
-        x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
+        x = layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, self.conv_dtype), self.pool1.kernel_size)
+        x = layers.max_pool(_conv_prelu(self.conv2, self.prelu2, x, self.conv_dtype), self.pool2.kernel_size)
+        x = _conv_prelu(self.conv3, self.prelu3, x, self.conv_dtype)
         x = self.prelu4(self.dense4(_flatten_whc(x).float()))
         face_prob = torch.softmax(self.dense5_1(x), dim=1)[:, 1]
         return face_prob, self.dense5_2(x)
@@ -145,13 +148,10 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = layers.prelu(layers.conv2d(self.conv1, x, self.conv_dtype), self.prelu1.weight)
-        x = layers.max_pool(x, self.pool1.kernel_size)
-        x = layers.prelu(layers.conv2d(self.conv2, x, self.conv_dtype), self.prelu2.weight)
-        x = layers.max_pool(x, self.pool2.kernel_size)
-        x = layers.prelu(layers.conv2d(self.conv3, x, self.conv_dtype), self.prelu3.weight)
-        x = layers.max_pool(x, self.pool3.kernel_size)
-        x = layers.prelu(layers.conv2d(self.conv4, x, self.conv_dtype), self.prelu4.weight)
+        x = layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, self.conv_dtype), self.pool1.kernel_size)
+        x = layers.max_pool(_conv_prelu(self.conv2, self.prelu2, x, self.conv_dtype), self.pool2.kernel_size)
+        x = layers.max_pool(_conv_prelu(self.conv3, self.prelu3, x, self.conv_dtype), self.pool3.kernel_size)
+        x = _conv_prelu(self.conv4, self.prelu4, x, self.conv_dtype)
         x = self.prelu5(self.dense5(_flatten_whc(x).float()))
         face_prob = torch.softmax(self.dense6_1(x), dim=1)[:, 1]
         return face_prob, self.dense6_2(x), self.dense6_3(x)
