@@ -105,7 +105,7 @@ class SummedAreaTables:
             (len(image_indices), 3, height, width) float32 means in [0, 255] (or normalised), channels-last.
         """
         source_height, source_width = self.sizes[image_indices[0]]
-        rows_end, rows_start, cols_end, cols_start, counts = _level_geometry(
+        rows_end, rows_start, cols_end, cols_start, counts, scaled_counts = _level_geometry(
             source_height, source_width, height, width, self.planes.device
         )
         levels = []
@@ -115,7 +115,7 @@ class SummedAreaTables:
             table = self.whole_tables[index]
             row_sums = table.index_select(0, rows_end).sub_(table.index_select(0, rows_start))  # (height, (W + 1) * 3)
             sums = row_sums.gather(1, cols_end).sub_(row_sums.gather(1, cols_start))  # (height, width * 3)
-            levels.append(_means(sums.view(height, width, 3), counts, normalized))
+            levels.append(_means(sums.view(height, width, 3), counts, normalized, scaled_counts))
         means = levels[0].unsqueeze(0) if len(levels) == 1 else torch.stack(levels)
         return means.view(len(image_indices), height, width, 3).permute(0, 3, 1, 2)
 
@@ -126,7 +126,8 @@ def _level_geometry(source_height: int, source_width: int, height: int, width: i
 
     Returns the table rows ending and starting each output row (height,), the
     interleaved table columns ending and starting each output value (height, width * 3,
-    broadcast views), and the pixel count of each output cell (height, width, 1).
+    broadcast views), the pixel count of each output cell (height, width, 1), and that
+    count divided by the networks' pixel scale (see :func:`_means`).
     """
     full = torch.tensor([[0, source_height, source_width]], device=device)
     row_start, row_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 1], height))
@@ -136,18 +137,21 @@ def _level_geometry(source_height: int, source_width: int, height: int, width: i
     channel = torch.arange(3, device=device)
     cols_end = (col_end[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
     cols_start = (col_start[:, None] * 3 + channel).reshape(1, -1).expand(height, -1)
-    return row_end, row_start, cols_end, cols_start, counts
+    return row_end, row_start, cols_end, cols_start, counts, counts / PIXEL_SCALE
 
 
-def _means(sums: torch.Tensor, counts: torch.Tensor, normalized: bool) -> torch.Tensor:
+def _means(sums: torch.Tensor, counts: torch.Tensor, normalized: bool,
+           scaled_counts: torch.Tensor | None = None) -> torch.Tensor:
     """Float32 ``sums / counts``, or ``normalize`` of that, bit for bit, in one pass less.
 
-    Dividing by 128 * counts scales the rounded quotient by an exact power of two, and the
-    subtraction then rounds once, as ``(mean - 127.5) / 128`` does.
+    Dividing by 128 * counts (``scaled_counts`` when the caller has them) scales the rounded
+    quotient by an exact power of two, and the subtraction then rounds once, as
+    ``(mean - 127.5) / 128`` does.
     """
     if not normalized:
         return torch.div(sums, counts)
-    return torch.div(sums, counts / PIXEL_SCALE).sub_(PIXEL_MEAN * PIXEL_SCALE)
+    divisor = counts / PIXEL_SCALE if scaled_counts is None else scaled_counts
+    return torch.div(sums, divisor).sub_(PIXEL_MEAN * PIXEL_SCALE)
 
 
 def _integral_into(image: torch.Tensor, table: torch.Tensor) -> None:
