@@ -11,7 +11,7 @@ Per set of media (the issue's requirement 4):
     side ((w + h) / 2), in %; the median over pairs (and the 95th percentile) is reported.
 Matching is one-to-one, greedy by IoU over all boxes of both sides (any score), so a face counts as found
 when the other side has it at any score. On ``wider`` the WIDER-style AP (easy / medium / hard) of both
-detectors is computed with ``raydetect.evaluation`` against the ground truth.
+detectors is computed with ``raydetect.tuning.evaluation`` against the ground truth.
 
     .venv/bin/python benchmarks/compare_peer.py                      # every set, tables on stdout
     .venv/bin/python benchmarks/compare_peer.py --sets photos,videos --output /tmp/compare.json
@@ -251,12 +251,12 @@ def compare_images(peer: dict[str, dict], ours: dict[str, dict]) -> dict:
 
 
 def wider_ap(records: dict[str, dict], data_root: Path) -> dict[str, float]:
-    """WIDER-style AP per subset (IoU 0.5, faces outside a subset ignored) by ``raydetect.evaluation``.
+    """WIDER-style AP per subset (IoU 0.5, faces outside a subset ignored) by ``raydetect.tuning.evaluation``.
 
     Keys of the records are ``wider-dev/<file>``; the annotation file names ``<file>``.
     """
-    from raydetect.annotations import load_annotations
-    from raydetect.evaluation import evaluate
+    from raydetect.tuning.annotations import load_annotations
+    from raydetect.tuning.evaluation import evaluate
 
     annotations = load_annotations(data_root / "wider-dev" / "annotations.json")
     prefix = "wider-dev/"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from raydetect.allocator import retain_freed_memory
+from raydetect.core.allocator import retain_freed_memory
 from raydetect.mtcnn.weights import load_networks
 
 

@@ -3,7 +3,7 @@
 A synthetic "video" alternates runs of empty frames (photos without people, shared negatives/)
 and crowd frames (shared crowds/, several hundred faces in ultralight_imgs_17.jpg), all resized to
 one frame size. It is cut into chunks as the decode stage would and fed through the stage an actor
-hosts (:class:`raydetect.chunk_detection.ChunkDetector`), once per work budget, each budget in a
+hosts (:class:`raydetect.offline.chunk_detection.ChunkDetector`), once per work budget, each budget in a
 fresh process so its peak RSS is its own. Per chunk it records the micro-batches the detector's
 controller chose (from its BatchRecords): frames per forward pass and R-Net / O-Net candidates per
 pass.
@@ -28,7 +28,7 @@ CROWDS = ["ultralight_imgs_17.jpg", "retinaface_bubbliiiing_street.jpg", "ultral
           "ultralight_imgs_1.jpg"]
 EMPTY = ["aero1.jpg", "aero3.jpg", "board.jpg", "apple.jpg"]
 BUDGETS = {
-    # The CPU default of raydetect.batching.WorkBudget: passes sized for the caches, so 720p frames with
+    # The CPU default of raydetect.core.batching.WorkBudget: passes sized for the caches, so 720p frames with
     # hundreds of candidates each run one at a time.
     "adaptive (default budget)": None,
     # Room for several frames per pass (the CPU default before passes were sized for the caches): shows the
@@ -64,7 +64,7 @@ def child(args) -> None:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from raydetect.chunk_detection import ChunkDetector, DetectionOptions
+    from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
 
     budget = json.loads(args.budget) if args.budget != "null" else None
     width, height = (int(v) for v in args.size.split("x"))

@@ -83,10 +83,10 @@ def child(args: argparse.Namespace) -> None:
     import ray
     from ray.data import DataContext
 
-    from raydetect.chunk_detection import DetectionOptions
-    from raydetect.pipeline import JobSpec, run_job
-    from raydetect.shards import ShardOptions
-    from raydetect.video import Sampling
+    from raydetect.offline.chunk_detection import DetectionOptions
+    from raydetect.offline.job import JobSpec, run_job
+    from raydetect.offline.shards import ShardOptions
+    from raydetect.offline.video import Sampling
 
     sampler = Sampler()
     sampler.start()
@@ -127,7 +127,7 @@ def main() -> None:
         return child(args)
 
     sys.path.insert(0, str(ROOT))
-    from raydetect.sources import list_inputs
+    from raydetect.offline.sources import list_inputs
 
     videos = [Path(item.video).resolve() for item in list_inputs([args.videos])]
     results = {}

@@ -33,11 +33,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raydetect.chunk_detection import DetectionOptions  # noqa: E402
-from raydetect.pipeline import JobSpec, Resources, run_job  # noqa: E402
-from raydetect.shards import ShardOptions  # noqa: E402
-from raydetect.sources import list_inputs  # noqa: E402
-from raydetect.video import FrameRange, Sampling, probe  # noqa: E402
+from raydetect.offline.chunk_detection import DetectionOptions  # noqa: E402
+from raydetect.offline.job import JobSpec, Resources, run_job  # noqa: E402
+from raydetect.offline.shards import ShardOptions  # noqa: E402
+from raydetect.offline.sources import list_inputs  # noqa: E402
+from raydetect.offline.video import FrameRange, Sampling, probe  # noqa: E402
 
 
 def decode_all(videos: list[str], sampling: Sampling) -> dict[str, list]:
@@ -63,7 +63,7 @@ def run_baseline(frames: dict[str, list], min_face_size: float, threads: int) ->
     """(seconds, frames, faces) of a plain loop of FaceDetector over the decoded frames."""
     import torch
 
-    from raydetect.detector import FaceDetector
+    from raydetect.core.detector import FaceDetector
 
     torch.set_num_threads(threads)
     detector = FaceDetector(min_face_size=min_face_size, device="cpu")

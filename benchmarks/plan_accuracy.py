@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from raydetect import FaceDetector
-from raydetect.calibration import load_or_measure, time_frames
-from raydetect.pyramid_plan import plan_pyramid
-from raydetect.video import FrameRange, Sampling, probe
+from raydetect.tuning.calibration import load_or_measure, time_frames
+from raydetect.tuning.pyramid_plan import plan_pyramid
+from raydetect.offline.video import FrameRange, Sampling, probe
 
 
 def sample_frames(video: str, count: int) -> list[np.ndarray]:

@@ -26,7 +26,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raydetect.plots import _pyplot  # noqa: E402  (matplotlib with the Agg backend, or a clear error)
+from raydetect.tuning.plots import _pyplot  # noqa: E402  (matplotlib with the Agg backend, or a clear error)
 
 PEER_COLOR, OURS_COLORS = "tab:gray", ("tab:blue", "tab:cyan", "tab:purple")
 BUDGET_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")

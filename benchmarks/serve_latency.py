@@ -86,8 +86,8 @@ def main(argv=None) -> int:
     from ray import serve
 
     sys.path.insert(0, str(REPO))
-    from raydetect.serve import DETECTOR_NAME, build_app
-    from raydetect.serve_options import ServeOptions
+    from raydetect.online.application import DETECTOR_NAME, build_app
+    from raydetect.online.options import ServeOptions
 
     body = args.image.read_bytes()
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)

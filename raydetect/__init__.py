@@ -1,7 +1,7 @@
 """raydetect: find and crop every human face in large video datasets, fast, on Ray."""
 
 from raydetect.errors import InvalidImageError, RaydetectError, WeightsError
-from raydetect.results import Detections
+from raydetect.core.results import Detections
 
 __version__ = "0.1.0"
 
@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # FaceDetector pulls in torch; import it on first use so light tools stay light.
     if name == "FaceDetector":
-        from raydetect.detector import FaceDetector
+        from raydetect.core.detector import FaceDetector
 
         return FaceDetector
     raise AttributeError(f"module 'raydetect' has no attribute {name!r}")

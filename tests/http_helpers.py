@@ -6,7 +6,7 @@ import socket
 
 import numpy as np
 
-from raydetect.results import Detections
+from raydetect.core.results import Detections
 
 
 def free_port() -> int:

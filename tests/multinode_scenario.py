@@ -44,7 +44,7 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray.util.state import list_actors, list_tasks  # noqa: E402
 
-from raydetect import pipeline  # noqa: E402
+from raydetect.offline import job as pipeline  # noqa: E402
 from raydetect.commands.detect import main as detect_main  # noqa: E402
 
 # Ray Data names its workers after the callables: "MapWorker(MapBatches(DetectActor))", "FlatMap(_DecodeStage)".

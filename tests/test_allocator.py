@@ -23,12 +23,12 @@ import sys
 
 import pytest
 
-from raydetect import allocator
+from raydetect.core import allocator
 
 PASSES = """
 import ctypes, json, resource, sys
 import torch
-from raydetect.allocator import _glibc, retain_freed_memory
+from raydetect.core.allocator import _glibc, retain_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

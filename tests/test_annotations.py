@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from raydetect.annotations import AnnotationError, load_annotations
+from raydetect.tuning.annotations import AnnotationError, load_annotations
 
 WIDER_TEXT = """\
 0--Parade/0_Parade_marchingband_1_465.jpg

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from raydetect.batch_merger import BatchMerger
+from raydetect.online.batch_merger import BatchMerger
 
 
 class GatedRun:

@@ -281,7 +281,7 @@ def test_launcher_keeps_token_auth_on_everywhere(aws):
 
 
 def test_launcher_gives_every_node_the_endpoint_token_from_a_file(aws):
-    from raydetect.serve_options import TOKEN_ENV
+    from raydetect.online.options import TOKEN_ENV
 
     (token_file,) = [remote for remote, local in aws["file_mounts"].items() if local == "~/.raydetect/api_token"]
     for env, _ in ray_start_invocations(aws["head_start_ray_commands"] + aws["worker_start_ray_commands"]):
@@ -501,23 +501,23 @@ def test_rayservice_names_the_real_serve_application_and_deployments(rayservice)
 
     from ray.serve import Application
 
-    import raydetect.serve
+    import raydetect.online.application
 
     for application in yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"]:
         assert application["import_path"] == "raydetect.serve:app"
         module_name, _, attribute = application["import_path"].partition(":")
         assert isinstance(getattr(importlib.import_module(module_name), attribute), Application)
         names = {deployment["name"] for deployment in application.get("deployments", [])}
-        assert names <= {raydetect.serve.INGRESS_NAME, raydetect.serve.DETECTOR_NAME}, names
+        assert names <= {raydetect.online.application.INGRESS_NAME, raydetect.online.application.DETECTOR_NAME}, names
 
 
 def test_rayservice_gpu_workers_fit_the_detector_replicas(rayservice):
     # A detector replica asking for more GPUs or CPUs than a GPU pod has would never be placed.
     cluster = kuberay_cluster_spec(rayservice)
     application = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["applications"][0]
-    import raydetect.serve
+    import raydetect.online.application
 
-    (detector,) = [d for d in application["deployments"] if d["name"] == raydetect.serve.DETECTOR_NAME]
+    (detector,) = [d for d in application["deployments"] if d["name"] == raydetect.online.application.DETECTOR_NAME]
     wanted = detector["ray_actor_options"]
     pods = [
         container["resources"]["limits"]

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from raydetect.crops import crop_square, encode_jpeg, face_crops
+from raydetect.core.crops import crop_square, encode_jpeg, face_crops
 
 
 def _gradient(height=100, width=160):

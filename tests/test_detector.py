@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from raydetect import Detections, FaceDetector, InvalidImageError
-from raydetect.batching import WorkBudget
-from raydetect.detector import auto_precision, cpu_has_bfloat16_dot_products
-from raydetect.images import MAX_SIDE
+from raydetect.core.batching import WorkBudget
+from raydetect.core.detector import auto_precision, cpu_has_bfloat16_dot_products
+from raydetect.core.image_checks import MAX_SIDE
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_results_do_not_depend_on_the_batching(data_dir):
 
 
 def test_controller_shrinks_after_crowds_and_grows_back():
-    from raydetect.batching import BatchController
+    from raydetect.core.batching import BatchController
 
     controller = BatchController(WorkBudget(pnet_pixels=1_000_000, rnet_crops=1000, onet_crops=500, max_images=8))
     costs = [100_000] * 16

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from raydetect.annotations import AnnotationSet, ImageFaces
-from raydetect.evaluation import (
+from raydetect.tuning.annotations import AnnotationSet, ImageFaces
+from raydetect.tuning.evaluation import (
     FALSE_POSITIVE,
     IGNORED,
     TRUE_POSITIVE,
@@ -17,7 +17,7 @@ from raydetect.evaluation import (
     evaluate,
     match_detections,
 )
-from raydetect.results import Detections
+from raydetect.core.results import Detections
 
 
 def _faces(boxes, care):

@@ -17,11 +17,11 @@ import pytest
 import requests
 
 from http_helpers import assert_faces_equal, free_port
-from raydetect.detector_pool import DetectorPool
-from raydetect.http_api import InProcessDetector, create_api
-from raydetect.http_images import decode_image
-from raydetect.serve_options import RequestLimits
-from raydetect.video import FrameRange, Sampling, probe
+from raydetect.online.detector_pool import DetectorPool
+from raydetect.online.http_api import InProcessDetector, create_api
+from raydetect.online.image_uploads import decode_image
+from raydetect.online.options import RequestLimits
+from raydetect.offline.video import FrameRange, Sampling, probe
 
 TOKEN = "test-token-5f1c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from raydetect.http_body import check_bearer_token, media_type
-from raydetect.http_errors import RequestRejected
-from raydetect.http_images import decode_image, read_header, sniff_format
-from raydetect.http_params import parse_detect_params, parse_video_params
-from raydetect.http_video import sniff_container
+from raydetect.online.http_body import check_bearer_token, media_type
+from raydetect.online.http_errors import RequestRejected
+from raydetect.online.image_uploads import decode_image, read_header, sniff_format
+from raydetect.online.http_params import parse_detect_params, parse_video_params
+from raydetect.online.video_uploads import sniff_container
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from raydetect.chunk_detection import DetectionOptions
-from raydetect.pipeline import JobSpec, Resources, run_job
-from raydetect.shards import ShardOptions
-from raydetect.video import Sampling
+from raydetect.offline.chunk_detection import DetectionOptions
+from raydetect.offline.job import JobSpec, Resources, run_job
+from raydetect.offline.shards import ShardOptions
+from raydetect.offline.video import Sampling
 
 CROWD = "street_crowd_24f_640x360.mp4"
 HAMILTON = "hamilton_45f_640x360.avi"

@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydetect.chunk_detection import ChunkDetector, DetectionOptions
-from raydetect.job_output import FACE_SCHEMA, JobOutput, OutputError, chunk_file_name, video_key
-from raydetect.shards import ShardOptions, chunk_frames, decode_chunks, frame_indices, plan_shards
-from raydetect.video import FrameRange, Sampling, fit_max_side, probe
+from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.offline.output import FACE_SCHEMA, JobOutput, OutputError, chunk_file_name, video_key
+from raydetect.offline.shards import ShardOptions, chunk_frames, decode_chunks, frame_indices, plan_shards
+from raydetect.offline.video import FrameRange, Sampling, fit_max_side, probe
 
 CROWD = "street_crowd_24f_640x360.mp4"
 HAMILTON = "hamilton_45f_640x360.avi"
@@ -175,7 +175,7 @@ def test_options_are_recorded_and_a_mismatch_is_refused(tmp_path):
 
 
 def test_finished_videos_and_forgetting_them(tmp_path):
-    from raydetect.job_output import VIDEO_SCHEMA
+    from raydetect.offline.output import VIDEO_SCHEMA
 
     output = JobOutput(str(tmp_path))
     rows = [{"video": v, "status": s} for v, s in (("a", "ok"), ("b", "error"), ("c", "ok"))]
@@ -195,7 +195,7 @@ def test_remove_faces_of_keys(tmp_path):
 
 # --------------------------------------------------------------------------- options and resources
 class _Cluster:
-    """Stands in for the ``ray`` module in :func:`raydetect.pipeline._resources`, which only reads the
+    """Stands in for the ``ray`` module in :func:`raydetect.offline.job._resources`, which only reads the
     cluster's resource totals: a real cluster with GPUs cannot be started on this machine."""
 
     def __init__(self, cpus_per_node: list[float], gpus: float = 0):
@@ -209,7 +209,7 @@ class _Cluster:
 
 
 def test_default_resources_on_cpu_leave_a_cpu_for_decoding():
-    from raydetect.pipeline import Resources, _resources
+    from raydetect.offline.job import Resources, _resources
 
     # 2-core machine: one actor holding 1 CPU, its torch using both cores.
     assert _resources(Resources(), _Cluster([2])) == (1, 0.0, 1.0, 2, "cpu")
@@ -221,7 +221,7 @@ def test_default_resources_on_cpu_leave_a_cpu_for_decoding():
 
 
 def test_default_resources_with_gpus():
-    from raydetect.pipeline import Resources, _resources
+    from raydetect.offline.job import Resources, _resources
 
     assert _resources(Resources(), _Cluster([8, 8], gpus=2)) == (2, 1.0, 1.0, None, "cuda")
     assert _resources(Resources(gpus_per_actor=0.5), _Cluster([8], gpus=1))[:2] == (2, 0.5)
@@ -279,8 +279,8 @@ def test_cli_rejects_bad_options(argv, capsys):
 
 
 def test_a_video_is_complete_when_every_chunk_of_every_shard_reported_once():
-    from raydetect.pipeline import _VideoState
-    from raydetect.sources import VideoInput
+    from raydetect.offline.job import _VideoState
+    from raydetect.offline.sources import VideoInput
 
     def record(shard, chunk, last, faces=1, error=""):
         return {"shard_number": shard, "num_shards": 2, "chunk_index": chunk, "last_chunk": last, "error": error,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from raydetect.calibration import (
+from raydetect.tuning.calibration import (
     CALIBRATION_VERSION,
     Calibration,
     Sample,
@@ -18,7 +18,7 @@ from raydetect.calibration import (
 )
 from raydetect.cli import main
 from raydetect.mtcnn.nets import PNet
-from raydetect.pyramid_plan import (
+from raydetect.tuning.pyramid_plan import (
     crop_network_macs,
     parse_resolution,
     plan_pyramid,
@@ -189,7 +189,7 @@ def test_plan_command_bad_input(capsys, argv, message):
 
 
 def test_real_calibration_on_small_frames():
-    from raydetect.calibration import measure_calibration
+    from raydetect.tuning.calibration import measure_calibration
 
     calibration = measure_calibration("cpu", uniform_sizes=((60, 80), (120, 160)), sample_frames=2, tiles=(),
                                       repeats=1)

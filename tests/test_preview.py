@@ -12,11 +12,11 @@ import pytest
 
 from raydetect.cli import main
 from raydetect.commands.preview import read_face_rows
-from raydetect.crops import face_crops
-from raydetect.drawing import BOX_COLOR, contact_sheet, decode_jpeg, draw_boxes, draw_detections
-from raydetect.image_files import read_image
-from raydetect.job_output import face_schema
-from raydetect.results import Detections
+from raydetect.core.crops import face_crops
+from raydetect.tuning.drawing import BOX_COLOR, contact_sheet, decode_jpeg, draw_boxes, draw_detections
+from raydetect.tuning.image_folders import read_image
+from raydetect.offline.output import face_schema
+from raydetect.core.results import Detections
 
 PHOTO = "dlib_faces/2007_007763.jpg"
 VIDEO = "hamilton_45f_640x360.avi"

@@ -20,8 +20,8 @@ import requests
 import yaml
 
 from http_helpers import assert_faces_equal, free_port
-from raydetect.http_images import decode_image
-from raydetect.serve_options import TOKEN_ENV
+from raydetect.online.image_uploads import decode_image
+from raydetect.online.options import TOKEN_ENV
 
 APP_NAME = "raydetect-test"
 TOKEN = "serve-test-token-9a2e"
@@ -94,7 +94,7 @@ def wait_healthy(url: str, check=lambda body: True, timeout_s: float = 60) -> di
 def detector_handle(serve_url):
     from ray import serve
 
-    from raydetect.serve import DETECTOR_NAME
+    from raydetect.online.application import DETECTOR_NAME
 
     return serve.get_deployment_handle(DETECTOR_NAME, app_name=APP_NAME)
 
@@ -239,7 +239,7 @@ def test_video_through_serve(serve_url, data_dir):
     lines = [json.loads(line) for line in response.iter_lines() if line]
     assert [line["frame_index"] for line in lines] == [0, 15, 30]
     from raydetect import FaceDetector
-    from raydetect.video import FrameRange, Sampling, probe
+    from raydetect.offline.video import FrameRange, Sampling, probe
 
     info = probe(str(path))
     frames = FrameRange(str(path), 0, None, Sampling(every=15).selector(info), info.fps)

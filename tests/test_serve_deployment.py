@@ -9,15 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from raydetect.detector_pool import DetectRequest, pyramid_pixels, total_cost
+from raydetect.online.detector_pool import DetectRequest, pyramid_pixels, total_cost
 from raydetect.errors import InvalidImageError
-from raydetect.serve import (
+from raydetect.online.application import (
     FaceAPIIngress,
     FaceDetectorDeployment,
     build_app,
     detector_deployment_options,
 )
-from raydetect.serve_options import TOKEN_ENV, BatchingConfig, RequestLimits, ServeOptions
+from raydetect.online.options import TOKEN_ENV, BatchingConfig, RequestLimits, ServeOptions
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_fixed_replicas_on_gpu():
 
 
 def test_default_batch_budget_follows_placement():
-    from raydetect.serve_options import GPU_BATCH_PIXELS
+    from raydetect.online.options import GPU_BATCH_PIXELS
 
     assert ServeOptions().batching().max_batch_pixels == BatchingConfig().max_batch_pixels == 1_000_000
     assert ServeOptions(gpus_per_replica=1).batching().max_batch_pixels == GPU_BATCH_PIXELS

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydetect.sources import SourceError, VideoInput, describe, list_inputs
-from raydetect.video import probe
+from raydetect.offline.sources import SourceError, VideoInput, describe, list_inputs
+from raydetect.offline.video import probe
 
 
 @pytest.fixture()

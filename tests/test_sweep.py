@@ -9,8 +9,8 @@ import pytest
 
 from raydetect.cli import main
 from raydetect.commands.sweep import sweep_settings
-from raydetect.image_files import read_image
-from raydetect.pyramid_plan import crop_network_macs, plan_pyramid
+from raydetect.tuning.image_folders import read_image
+from raydetect.tuning.pyramid_plan import crop_network_macs, plan_pyramid
 
 PHOTOS = "dlib_faces"  # three photos, 12 faces, dlib-style square boxes: matched at IoU 0.3
 VIDEO = "hamilton_45f_640x360.avi"

@@ -9,7 +9,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from raydetect.video import (
+from raydetect.offline.video import (
     FrameRange,
     Sampling,
     VideoError,

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from raydetect.batching import WorkBudget
+from raydetect.core.batching import WorkBudget
 from raydetect.commands.detector_args import add_detector_arguments
 
 QUICKSTART_OUTPUT = "quickstart-output"
@@ -118,10 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def job_spec(args: argparse.Namespace):
     """The JobSpec the parsed options describe (raises ValueError for inconsistent options)."""
-    from raydetect.chunk_detection import DetectionOptions
-    from raydetect.pipeline import JobSpec, Resources
-    from raydetect.shards import ShardOptions
-    from raydetect.video import Sampling
+    from raydetect.offline.chunk_detection import DetectionOptions
+    from raydetect.offline.job import JobSpec, Resources
+    from raydetect.offline.shards import ShardOptions
+    from raydetect.offline.video import Sampling
 
     sources = list(args.sources)
     output = args.output
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     ray = connect(args.address)
     from ray.data import DataContext
 
-    from raydetect.pipeline import run_job
+    from raydetect.offline.job import run_job
 
     if args.quiet:
         DataContext.get_current().enable_progress_bars = False

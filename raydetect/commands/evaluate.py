@@ -1,6 +1,6 @@
 """``raydetect eval``: average precision and recall of the detector on annotated images.
 
-IoU 0.5 and WIDER FACE rules (faces outside a subset are ignored; see raydetect.evaluation).
+IoU 0.5 and WIDER FACE rules (faces outside a subset are ignored; see raydetect.tuning.evaluation).
 Annotations: WIDER FACE text (wider_face_val_bbx_gt.txt), simple JSON
 {"images": {"file.jpg": [[x1, y1, x2, y2], ...]}} or the WIDER subset JSON with easy / medium /
 hard flags. IMAGES are folders (every annotated image under them) or image files.
@@ -42,9 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raydetect.annotations import AnnotationError, load_annotations, select_images
+    from raydetect.tuning.annotations import AnnotationError, load_annotations, select_images
     from raydetect.errors import RaydetectError
-    from raydetect.evaluation import evaluate
+    from raydetect.tuning.evaluation import evaluate
 
     try:
         if not 0.0 < args.iou <= 1.0:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         summary = report.as_dict() | {"detector": _options(args), "timing": timing}
         Path(args.json).write_text(json.dumps(summary, indent=1))
     if args.plot:
-        from raydetect.plots import plot_precision_recall
+        from raydetect.tuning.plots import plot_precision_recall
 
         try:
             plot_precision_recall(report, args.plot, title=f"min face {args.min_face_size:g} px, IoU {args.iou:g}")
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _annotation_path(args: argparse.Namespace) -> Path:
-    from raydetect.annotations import AnnotationError
+    from raydetect.tuning.annotations import AnnotationError
 
     if args.annotations:
         return Path(args.annotations)
@@ -99,8 +99,8 @@ def _annotation_path(args: argparse.Namespace) -> Path:
 
 def _detect(files: dict[str, Path], args: argparse.Namespace):
     from raydetect.commands.detector_args import build_detector
-    from raydetect.image_files import LazyImages
-    from raydetect.measure import run_detector
+    from raydetect.tuning.image_folders import LazyImages
+    from raydetect.tuning.measure import run_detector
 
     if args.batch < 1:
         raise ValueError("--batch must be >= 1")

@@ -2,7 +2,7 @@
 
 Prints the pyramid levels P-Net will see, the pixels and multiply-adds per frame, the work per
 R-Net / O-Net candidate, and the expected milliseconds per frame from a calibration measured
-once on this machine and cached (``raydetect.calibration``).
+once on this machine and cached (``raydetect.tuning.calibration``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raydetect.pyramid_plan import crop_network_macs, parse_resolution, plan_pyramid
+    from raydetect.tuning.pyramid_plan import crop_network_macs, parse_resolution, plan_pyramid
 
     try:
         height, width = parse_resolution(args.resolution)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "onet_macs_per_candidate": crop_network_macs("onet"),
     }
     if not args.no_time and plan.levels:
-        from raydetect.calibration import load_or_measure
+        from raydetect.tuning.calibration import load_or_measure
 
         log = (lambda m: print(m, file=sys.stderr))
         calibration, path, measured = load_or_measure(args.device, recalibrate=args.recalibrate, log=log)

@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
 def input_kind(path: Path) -> str:
     """``"faces"`` (Parquet), ``"image"`` or ``"video"``, from the path alone."""
-    from raydetect.image_files import is_image_path
-    from raydetect.video import VIDEO_EXTENSIONS
+    from raydetect.tuning.image_folders import is_image_path
+    from raydetect.offline.video import VIDEO_EXTENSIONS
 
     if path.is_dir():
         if any(path.rglob("*.parquet")):
@@ -104,8 +104,8 @@ def input_kind(path: Path) -> str:
 
 def preview_image(source: Path, output: Path, args: argparse.Namespace) -> int:
     from raydetect.commands.detector_args import build_detector
-    from raydetect.drawing import draw_detections
-    from raydetect.image_files import read_image, write_image
+    from raydetect.tuning.drawing import draw_detections
+    from raydetect.tuning.image_folders import read_image, write_image
 
     image = read_image(source)
     detections = build_detector(args).detect([image])[0]
@@ -118,9 +118,9 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
     import cv2
 
     from raydetect.commands.detector_args import build_detector
-    from raydetect.drawing import draw_caption, draw_detections
-    from raydetect.image_files import write_image
-    from raydetect.video import FrameRange, Sampling, probe
+    from raydetect.tuning.drawing import draw_caption, draw_detections
+    from raydetect.tuning.image_folders import write_image
+    from raydetect.offline.video import FrameRange, Sampling, probe
 
     if args.every < 1 or args.max_frames < 1 or args.batch < 1:
         raise PreviewError("--every, --max-frames and --batch must be >= 1")
@@ -187,8 +187,8 @@ def _shrink(image, detections, max_side: int | None):
 
 def write_contact_sheet(source: Path, output: Path, limit: int, columns: int, tile_size: int, order: str) -> int:
     """Read face crops from Parquet and write the sheet; returns the number of faces shown."""
-    from raydetect.drawing import contact_sheet, decode_jpeg
-    from raydetect.image_files import write_image
+    from raydetect.tuning.drawing import contact_sheet, decode_jpeg
+    from raydetect.tuning.image_folders import write_image
 
     if limit < 1:
         raise PreviewError("--limit must be >= 1")

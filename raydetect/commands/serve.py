@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-from raydetect.serve_options import GPU_BATCH_PIXELS, MIB, TOKEN_ENV, BatchingConfig, ServeOptions
+from raydetect.online.options import GPU_BATCH_PIXELS, MIB, TOKEN_ENV, BatchingConfig, ServeOptions
 
 APP_NAME = "raydetect"
 
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     ray = connect(args.address)
     from ray import serve
 
-    from raydetect.serve import build_app
+    from raydetect.online.application import build_app
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

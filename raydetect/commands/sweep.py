@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raydetect.annotations import AnnotationError
+    from raydetect.tuning.annotations import AnnotationError
     from raydetect.errors import RaydetectError
 
     try:
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": rows, "command": sys.argv}, indent=1))
     if args.plot:
-        from raydetect.plots import plot_sweep
+        from raydetect.tuning.plots import plot_sweep
 
         try:
             plot_sweep(rows, args.plot, title=_plot_title(image_frames, video_frames))
@@ -123,8 +123,8 @@ def measure_setting(setting: dict, device, annotations, image_frames: dict, vide
 
 
 def _measure_once(detector, setting, annotations, image_frames, video_frames, batch, iou) -> dict:
-    from raydetect.evaluation import evaluate
-    from raydetect.measure import run_detector
+    from raydetect.tuning.evaluation import evaluate
+    from raydetect.tuning.measure import run_detector
 
     row: dict = {}
     if image_frames:
@@ -153,7 +153,7 @@ def work_gmacs(setting: dict, frames: dict, run) -> float:
     """Multiply-adds per frame, in billions: P-Net on every pyramid level (from each frame's size)
     plus R-Net and O-Net on the candidates the run counted. Unlike milliseconds, this does not
     depend on the machine or its load."""
-    from raydetect.pyramid_plan import crop_network_macs, plan_pyramid
+    from raydetect.tuning.pyramid_plan import crop_network_macs, plan_pyramid
 
     pnet = sum(plan_pyramid(f.shape[0], f.shape[1], setting["min_face_size"], setting["scale_factor"]).macs
                for f in frames.values())
@@ -213,8 +213,8 @@ def _run_on_ray(args, settings, annotations, image_frames, video_frames) -> list
 
 
 def _load_images(args):
-    from raydetect.annotations import AnnotationError, load_annotations, select_images
-    from raydetect.image_files import read_image
+    from raydetect.tuning.annotations import AnnotationError, load_annotations, select_images
+    from raydetect.tuning.image_folders import read_image
 
     if not args.images:
         return None, {}
@@ -232,7 +232,7 @@ def _load_images(args):
 
 def _load_videos(args) -> dict:
     """``"video.mp4#index"`` -> RGB frame, for up to ``--video-frames`` frames of each video."""
-    from raydetect.video import FrameRange, Sampling, probe
+    from raydetect.offline.video import FrameRange, Sampling, probe
 
     frames = {}
     for video in args.videos:

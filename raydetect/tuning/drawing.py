@@ -11,7 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from raydetect.results import Detections
+from raydetect.core.results import Detections
 
 BOX_COLOR = (0, 230, 64)  # RGB
 GROUND_TRUTH_COLOR = (255, 200, 0)

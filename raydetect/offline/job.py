@@ -13,7 +13,7 @@ from stalling the others.
 Nothing lost, nothing duplicated: every chunk's faces go to a file whose name is fixed by the video
 and frame range, so a chunk redone after an actor died replaces its file. A video's row in
 DEST/videos is written only once all its chunks are, and is what a re-run uses to skip it;
-faces of a failed video are removed. See :mod:`raydetect.job_output` for the layout.
+faces of a failed video are removed. See :mod:`raydetect.offline.output` for the layout.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from raydetect.chunk_detection import ChunkDetector, DetectionOptions
-from raydetect.job_output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
-from raydetect.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
-from raydetect.sources import VideoInput, list_inputs
+from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
+from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
+from raydetect.offline.sources import VideoInput, list_inputs
 
-log = logging.getLogger("raydetect.pipeline")
+log = logging.getLogger("raydetect.offline.job")
 
 DECODER_MEMORY = 384 << 20  # a decode worker beside its chunks: Python, OpenCV, pyarrow, FFmpeg, one frame
 

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from raydetect.video import FrameRange, Sampling, VideoError, VideoInfo, fit_max_side, probe
+from raydetect.offline.video import FrameRange, Sampling, VideoError, VideoInfo, fit_max_side, probe
 
 
 @dataclass(frozen=True)

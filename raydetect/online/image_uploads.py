@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raydetect.http_errors import RequestRejected
+from raydetect.online.http_errors import RequestRejected
 
 # Media types accepted for an image body, and the format each one names.
 IMAGE_MEDIA_TYPES = {

@@ -13,8 +13,8 @@ import os
 import tempfile
 from typing import Iterator
 
-from raydetect.http_errors import RequestRejected
-from raydetect.http_params import VideoParams
+from raydetect.online.http_errors import RequestRejected
+from raydetect.online.http_params import VideoParams
 
 # FFmpeg options that let it open nothing but local files. OpenCV reads them from the
 # environment at each capture open; the Serve ingress sets them in its own process.
@@ -56,8 +56,8 @@ class UploadedClip:
     """
 
     def __init__(self, data: bytes, max_frames: int, max_frame_pixels: int):
-        from raydetect.images import MIN_SIDE
-        from raydetect.video import VideoError, probe
+        from raydetect.core.image_checks import MIN_SIDE
+        from raydetect.offline.video import VideoError, probe
 
         container = sniff_container(data)
         if container is None:
@@ -94,8 +94,8 @@ class UploadedClip:
             raise
 
     def frames(self, params: VideoParams) -> Iterator:
-        """Sampled :class:`raydetect.video.Frame` objects in order, decoding at most ``max_frames``."""
-        from raydetect.video import FrameRange, Sampling
+        """Sampled :class:`raydetect.offline.video.Frame` objects in order, decoding at most ``max_frames``."""
+        from raydetect.offline.video import FrameRange, Sampling
 
         sampling = Sampling(every=params.every, fps=params.fps)
         return iter(FrameRange(self.path, 0, self.max_frames, sampling.selector(self.info), self.info.fps))

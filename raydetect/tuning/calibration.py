@@ -4,7 +4,7 @@ Time per frame is modelled as
 
     ms = fixed + per_gmac * P-Net GMACs + per_rnet * R-Net candidates + per_onet * O-Net candidates
 
-P-Net work follows from the frame size and options alone (:mod:`raydetect.pyramid_plan`); the
+P-Net work follows from the frame size and options alone (:mod:`raydetect.tuning.pyramid_plan`); the
 candidate counts depend on what the frame shows, which is why no estimate can be exact. The
 coefficients are fitted to timings of the real detector on this machine (the fastest of five
 calls per frame, taken in rounds over all frames: the cost without interference from other work),
@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from raydetect.pyramid_plan import PyramidPlan, plan_pyramid
+from raydetect.tuning.pyramid_plan import PyramidPlan, plan_pyramid
 
 CACHE_ENV = "RAYDETECT_CACHE_DIR"
 # 2: fastest of the repeats, not the median; 3: P-Net terms fitted on their own; 4: repeats in rounds;
@@ -168,7 +168,7 @@ def measure_calibration(
     repeats: int = 5,
 ) -> Calibration:
     """Time the real detector on this machine and fit the cost model (see the module docstring)."""
-    from raydetect.detector import FaceDetector
+    from raydetect.core.detector import FaceDetector
 
     options = dict(min_face_size=CALIBRATION_MIN_FACE, scale_factor=CALIBRATION_SCALE_FACTOR, device=device)
     detector = FaceDetector(**options)

@@ -35,7 +35,7 @@ class BatchingConfig:
             GPU replicas take far more (:data:`GPU_BATCH_PIXELS`).
         batch_wait_timeout_s: how long the first request of a batch waits for others, seconds.
             0 by default: batches still form under load, from the requests that queue while the
-            detector is busy (see :mod:`raydetect.batch_merger`), and a lone request waits for
+            detector is busy (see :mod:`raydetect.online.batch_merger`), and a lone request waits for
             nothing. A few milliseconds can fill batches better where the detector is fast
             (a GPU) and requests arrive just apart.
     """

@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import fsspec
 
 from raydetect.errors import RaydetectError
-from raydetect.video import VIDEO_EXTENSIONS
+from raydetect.offline.video import VIDEO_EXTENSIONS
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".jsonl")
 GLOB_CHARACTERS = "*?["

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raydetect.allocator import retain_freed_memory
-from raydetect.batching import BatchController, WorkBudget
+from raydetect.core.allocator import retain_freed_memory
+from raydetect.core.batching import BatchController, WorkBudget
 from raydetect.errors import InvalidImageError
-from raydetect.images import as_rgb_uint8
+from raydetect.core.image_checks import as_rgb_uint8
 from raydetect.mtcnn import boxes as box_ops
 from raydetect.mtcnn.cascade import ALL_LEVELS, CascadeConfig, run_cascade
 from raydetect.mtcnn.streams import SERIAL, Streams
 from raydetect.mtcnn.weights import load_networks
-from raydetect.results import Detections
+from raydetect.core.results import Detections
 
 PRECISIONS = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -100,7 +100,7 @@ class FaceDetector:
             them. Compiled networks and CUDA devices always run as one stream.
 
     On a CPU device the detector also raises glibc's malloc thresholds for the process
-    (:func:`raydetect.allocator.retain_freed_memory`), so that each forward pass reuses
+    (:func:`raydetect.core.allocator.retain_freed_memory`), so that each forward pass reuses
     the memory of the last one instead of faulting in fresh pages (a 720p street frame: 94
     against 129 ms on a 2-core CPU), at the cost of up to 256 MiB of free heap kept mapped.
     ``RAYDETECT_MALLOC_TUNING=0`` turns this off.

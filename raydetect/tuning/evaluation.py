@@ -28,8 +28,8 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from raydetect.annotations import ALL_FACES, AnnotationSet, ImageFaces
-from raydetect.results import Detections
+from raydetect.tuning.annotations import ALL_FACES, AnnotationSet, ImageFaces
+from raydetect.core.results import Detections
 
 TRUE_POSITIVE, FALSE_POSITIVE, IGNORED = 1, 0, -1
 
@@ -121,7 +121,7 @@ def evaluate(
         detections_by_image: image key -> detections of that image (a ``Detections``, a
             ``(boxes (N, 4), scores (N,))`` pair or an (N, 5) ``x1, y1, x2, y2, score`` array).
             An annotated image without an entry counts as having no detection.
-        annotations: an ``AnnotationSet`` (``raydetect.annotations.load_annotations``) or a
+        annotations: an ``AnnotationSet`` (``raydetect.tuning.annotations.load_annotations``) or a
             plain mapping image key -> (M, 4) ``x1, y1, x2, y2`` boxes (one subset, ``all``).
         iou: minimum intersection over union for a match, in (0, 1].
         subsets: names to evaluate; defaults to the annotation set's own list.

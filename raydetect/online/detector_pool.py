@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from raydetect.errors import InvalidImageError
-from raydetect.images import as_rgb_uint8
+from raydetect.core.image_checks import as_rgb_uint8
 from raydetect.mtcnn.boxes import level_size, pyramid_scales
-from raydetect.results import Detections
+from raydetect.core.results import Detections
 
 DEFAULT_SCALE_FACTOR = 0.709
 

@@ -13,7 +13,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from raydetect.http_errors import RequestRejected
+from raydetect.online.http_errors import RequestRejected
 
 MULTIPART = "multipart/form-data"
 

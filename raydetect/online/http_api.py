@@ -30,16 +30,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from raydetect.detector_pool import DetectorPool, DetectRequest
+from raydetect.online.detector_pool import DetectorPool, DetectRequest
 from raydetect.errors import InvalidImageError
-from raydetect.http_body import check_bearer_token, read_upload
-from raydetect.http_errors import RequestRejected, ServiceUnavailable
-from raydetect.http_images import IMAGE_MEDIA_TYPES, decode_image
-from raydetect.http_params import parse_detect_params, parse_video_params
-from raydetect.http_video import VIDEO_MEDIA_TYPES, UploadedClip
-from raydetect.images import as_rgb_uint8
-from raydetect.results import Detections
-from raydetect.serve_options import RequestLimits
+from raydetect.online.http_body import check_bearer_token, read_upload
+from raydetect.online.http_errors import RequestRejected, ServiceUnavailable
+from raydetect.online.image_uploads import IMAGE_MEDIA_TYPES, decode_image
+from raydetect.online.http_params import parse_detect_params, parse_video_params
+from raydetect.online.video_uploads import VIDEO_MEDIA_TYPES, UploadedClip
+from raydetect.core.image_checks import as_rgb_uint8
+from raydetect.core.results import Detections
+from raydetect.online.options import RequestLimits
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ async def _detect(detector: DetectorClient, image: np.ndarray, min_face_size: in
 
 
 def _encoded_crops(image: np.ndarray, detections: Detections, limits: RequestLimits) -> list[str]:
-    """Base64 JPEG of the square crop around each face (raydetect.crops, as the offline job)."""
-    from raydetect.crops import face_crops
+    """Base64 JPEG of the square crop around each face (raydetect.core.crops, as the offline job)."""
+    from raydetect.core.crops import face_crops
 
     crops = face_crops(image, detections.boxes, limits.crop_size, limits.crop_margin)
     return [base64.b64encode(crop).decode("ascii") for crop in crops]

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from raydetect.results import Detections
+from raydetect.core.results import Detections
 
 STAT_KEYS = ("images", "pnet_pixels", "rnet_candidates", "onet_candidates", "faces")
 

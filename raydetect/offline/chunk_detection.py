@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-from raydetect.crops import face_crops
-from raydetect.job_output import JobOutput, face_schema
-from raydetect.results import Detections
-from raydetect.shards import chunk_frames, frame_indices
-from raydetect.video import fit_max_side
+from raydetect.core.crops import face_crops
+from raydetect.offline.output import JobOutput, face_schema
+from raydetect.core.results import Detections
+from raydetect.offline.shards import chunk_frames, frame_indices
+from raydetect.offline.video import fit_max_side
 
 # Fields of a chunk record passed on unchanged to the driver.
 ACCOUNTING_FIELDS = (
@@ -72,13 +72,13 @@ class DetectionOptions:
 
 
 class ChunkDetector:
-    """Detect, crop and write the faces of chunk records (see :mod:`raydetect.shards`)."""
+    """Detect, crop and write the faces of chunk records (see :mod:`raydetect.offline.shards`)."""
 
     def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None = None):
         import torch
 
-        from raydetect.batching import WorkBudget
-        from raydetect.detector import FaceDetector
+        from raydetect.core.batching import WorkBudget
+        from raydetect.core.detector import FaceDetector
 
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-from raydetect.http_errors import RequestRejected
+from raydetect.online.http_errors import RequestRejected
 
 # min_face_size below 10 px upscales the frame more than 1.2x for P-Net (cost grows as
 # (12 / min_face_size)^2) and the MTCNN weights were never trained for it.

@@ -1,0 +1,1 @@
+"""Tools for choosing settings: evaluation against annotations, pyramid planning and calibration, drawing."""
