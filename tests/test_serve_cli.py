@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from http_helpers import free_port
+from http_helpers import free_port, raydetect_serve
 
 TOKEN = "cli-test-token-41d0"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -37,27 +32,8 @@ def listening_addresses(port: int) -> set[str]:
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc to check the listening address")
 def test_raydetect_serve_command(data_dir):
     port = free_port()
-    env = {**os.environ, "RAYDETECT_API_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)  # a local instance of its own
-    process = subprocess.Popen(
-        [sys.executable, "-m", "raydetect", "serve", "--port", str(port), "--cpus-per-replica", "0.5"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,  # its own process group: the test can end it and its children only
-    )
-    output: list[str] = []
-    ready = threading.Event()
-
-    def read_output() -> None:
-        for line in process.stdout:
-            output.append(line)
-            if "raydetect serve: ready at" in line:
-                ready.set()
-
-    reader = threading.Thread(target=read_output, daemon=True)
-    reader.start()
-    try:
-        assert ready.wait(180), "no ready line within 180 s:\n" + "".join(output[-40:])
-        url = f"http://127.0.0.1:{port}"
+    with raydetect_serve(port, ["--cpus-per-replica", "0.5"], {"RAYDETECT_API_TOKEN": TOKEN}) as served:
+        url = served.url
         assert listening_addresses(port) == {"0100007F"}, "Serve must listen on 127.0.0.1 only"
         assert requests.get(f"{url}/healthz", timeout=30).status_code == 200
         image = (data_dir / "obama-240p.jpg").read_bytes()
@@ -68,10 +44,5 @@ def test_raydetect_serve_command(data_dir):
         response = requests.post(f"{url}/detect", data=image, headers={"Content-Type": "image/jpeg"}, timeout=60)
         assert response.status_code == 401  # the token from the command's environment is enforced
 
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0, "".join(output[-40:])
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-        reader.join(timeout=10)
+        served.process.send_signal(signal.SIGINT)
+        assert served.process.wait(timeout=90) == 0, served.tail()
