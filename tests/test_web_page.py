@@ -251,12 +251,17 @@ def test_page_draws_the_faces_of_an_image(page, served, data_dir):
 @needs_chromium
 def test_page_shows_each_refusal(page, data_dir, tmp_path):
     page.set_field("token", TOKEN)
+    assert page.choose(data_dir / "obama-240p.jpg") == "done"
+    assert page.element("error").is_displayed() is False
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image\n")
     assert page.choose(notes) == "error"
     status, text = page.error()
     assert status == "415" and "unsupported Content-Type 'text/plain'" in text, text
-    assert page.element("image-canvas").get_attribute("data-boxes") is None  # nothing left from before
+    # Nothing of the answer before stays on show beside the message.
+    canvas = page.element("image-canvas")
+    assert not canvas.is_displayed() and canvas.get_attribute("data-boxes") is None
+    assert not page.element("summary").is_displayed() and not page.element("json-box").is_displayed()
 
     page.set_field("min-face-size", "5")
     assert page.choose(data_dir / "obama-240p.jpg") == "error"

@@ -9,7 +9,7 @@
   const CLIP_EXTENSION = /\.(mp4|m4v|mov|avi|mkv|webm)$/i;
   const FRAMES_SHOWN = 120; // annotated frames drawn for a clip; the JSON holds them all
   const JSON_LINES_SHOWN = 500;
-  const FRAME_WIDTH = 320; // CSS pixels of one annotated clip frame
+  const FRAME_WIDTH = 480; // canvas pixels of one annotated clip frame (shown smaller)
   const SEEK_TIMEOUT_MS = 3000;
   const BOX_COLOUR = "#00e676"; // faces without a track
   const LANDMARK_COLOUR = "#ffd600";
@@ -29,6 +29,7 @@
 
   const body = document.body;
   let chosen = null; // the File to send
+  let runAgain = false; // a file chosen while a request was running is sent when it ends
 
   // ---- choosing a file ----------------------------------------------------------------
 
@@ -68,7 +69,8 @@
   }
 
   async function run() {
-    if (!chosen || body.dataset.state === "busy") return;
+    if (!chosen) return;
+    if (body.dataset.state === "busy") { runAgain = true; return; }
     const file = chosen;
     const clip = isClip(file);
     const query = new URLSearchParams();
@@ -111,6 +113,7 @@
     body.dataset.state = state;
     body.dataset.runs = String(Number(body.dataset.runs) + 1);
     $("run").textContent = "Detect";
+    if (runAgain) { runAgain = false; run(); }
   }
 
   function clearResult() {
@@ -309,7 +312,7 @@
   // context showing that image scaled by (scaleX, scaleY); ``side`` sets the line width.
   function drawFaces(context, faces, scaleX, scaleY, side) {
     const line = Math.max(1.5, side / 400);
-    const fontSize = Math.max(10, Math.round(side / 55));
+    const fontSize = Math.max(13, Math.round(side / 55));
     context.lineWidth = line;
     context.font = `600 ${fontSize}px system-ui, sans-serif`;
     context.textBaseline = "bottom";
@@ -374,8 +377,8 @@
   function imageJson(answer) {
     const { faces, ...rest } = answer;
     const head = JSON.stringify(rest).slice(0, -1);
-    if (!faces.length) return `${head}, "faces": []}`;
-    return `${head}, "faces": [\n  ${faces.map((face) => JSON.stringify(face)).join(",\n  ")}\n]}`;
+    if (!faces.length) return `${head},"faces":[]}`;
+    return `${head},"faces":[\n  ${faces.map((face) => JSON.stringify(face)).join(",\n  ")}\n]}`;
   }
 
   function formatMs(ms) {
