@@ -59,7 +59,9 @@ def render_index(token_required: bool) -> str:
         min_face_size_low=low,
         min_face_size_high=high,
         token_required="true" if token_required else "false",
-        asset_prefix=ASSET_PREFIX,
+        # Relative: the page also works under a Serve route prefix other than "/" (opened with its
+        # trailing slash).
+        asset_prefix=ASSET_PREFIX.lstrip("/"),
     )
 
 

@@ -88,7 +88,8 @@
     const started = performance.now();
     let response;
     try {
-      response = await fetch(`${clip ? "/detect/video" : "/detect"}?${query}`, {
+      // Relative to the page, as its assets are: right under any Serve route prefix.
+      response = await fetch(`${clip ? "detect/video" : "detect"}?${query}`, {
         method: "POST", headers, body: file, cache: "no-store", credentials: "omit",
       });
     } catch (error) {
