@@ -168,6 +168,13 @@ def test_page_draws_the_frames_of_a_clip(page, served, data_dir):
         np.testing.assert_allclose(
             np.reshape(page.canvas_boxes(frame), (-1, 4)), np.reshape([face["box"] for face in line["faces"]], (-1, 4)),
             atol=ATOL, rtol=0)
+    # Boxes are coloured by track when the answer has tracks (each frame's canvas records its faces'
+    # track ids, null without one), in one colour otherwise.
+    for frame, line in zip(frames, expected):
+        assert json.loads(frame.get_attribute("data-track-ids")) == [face.get("track_id") for face in line["faces"]]
+    tracks = {face["track_id"] for line in expected for face in line["faces"] if "track_id" in face}
+    legend = page.element("legend").text
+    assert legend == (f"{len(tracks)} tracks, boxes coloured by track" if tracks else ""), legend
     assert page.element("face-count").text == str(sum(len(line["faces"]) for line in expected))
     shown = page.element("json").get_attribute("textContent").splitlines()
     assert [json.loads(line)["frame_index"] for line in shown] == [line["frame_index"] for line in expected]

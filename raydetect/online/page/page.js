@@ -296,6 +296,7 @@
     drawFaces(context, answer.faces, scale, scale, Math.max(width, height) * scale);
     canvas.dataset.frameIndex = String(answer.frame_index);
     canvas.dataset.boxes = JSON.stringify(answer.faces.map((face) => face.box));
+    canvas.dataset.trackIds = JSON.stringify(answer.faces.map((face) => face.track_id ?? null));
     canvas.dataset.faces = String(answer.faces.length);
 
     const figure = document.createElement("figure");
