@@ -27,6 +27,7 @@ from raydetect.online.options import TOKEN_ENV
 
 TOKEN = "cli-test-token-41d0"
 MAX_VIDEO_FRAMES = 30  # the clip limit given to the command: the 45-frame clip is refused with 413
+MAX_IMAGE_MB = 1  # the image body limit given to the command (the test photos are far smaller)
 BOX_RGB = (0x00, 0xE6, 0x76)  # page.js BOX_COLOUR, faces without a track
 ATOL = 0.01  # pixels: a batch of other composition may change the last float bits
 SCREENSHOT_ENV = "RAYDETECT_SCREENSHOT"
@@ -48,9 +49,10 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture(scope="module")
 def served():
-    """`raydetect serve` with a bearer token from its environment and a 30-frame clip limit, on a
-    free port of 127.0.0.1."""
-    args = ["--cpus-per-replica", "0.5", "--max-video-frames", str(MAX_VIDEO_FRAMES)]
+    """`raydetect serve` with a bearer token from its environment, a 1 MiB image body limit and a
+    30-frame clip limit, on a free port of 127.0.0.1."""
+    args = ["--cpus-per-replica", "0.5", "--max-image-mb", str(MAX_IMAGE_MB),
+            "--max-video-frames", str(MAX_VIDEO_FRAMES)]
     with raydetect_serve(free_port(), args, {TOKEN_ENV: TOKEN}) as process:
         yield process
 
@@ -148,6 +150,12 @@ def test_page_shows_each_refusal(page, data_dir, tmp_path):
     assert status == "422" and "'min_face_size' must be between 10 and" in text, text
 
     page.set_field("min-face-size", "20")
+    oversize = tmp_path / "oversize.jpg"
+    oversize.write_bytes((data_dir / "obama-240p.jpg").read_bytes()[:4] + bytes(2 * MAX_IMAGE_MB * 2**20))
+    assert page.choose(oversize) == "error"
+    status, text = page.error()
+    assert status == "413" and f"image body too large ({oversize.stat().st_size} bytes)" in text, text
+
     assert page.choose(data_dir / "hamilton_45f_640x360.avi") == "error"
     status, text = page.error()
     assert status == "413" and f"clip has 45 frames; the limit is {MAX_VIDEO_FRAMES} frames" in text, text
