@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from raydetect.online.http_params import DEFAULT_MIN_FACE_SIZE, MIN_FACE_SIZE_RANGE
 
-PAGE_DIR = "page"
+PAGE_PACKAGE = "raydetect.online.page"  # a folder of data files, installed as package data
 ASSET_PREFIX = "/page/"
 # Static assets: file name -> media type. Fixed list; a request can name nothing else.
 ASSETS = {
@@ -48,7 +48,7 @@ SECURITY_HEADERS = {
 
 def read_page_file(name: str) -> str:
     """Text of one file of the page, from the installed package."""
-    return resources.files("raydetect.online").joinpath(PAGE_DIR, name).read_text(encoding="utf-8")
+    return resources.files(PAGE_PACKAGE).joinpath(name).read_text(encoding="utf-8")
 
 
 def render_index(token_required: bool) -> str:
