@@ -73,6 +73,13 @@
     if (body.dataset.state === "busy") { runAgain = true; return; }
     const file = chosen;
     const clip = isClip(file);
+    for (const [id, name] of [["min-face-size", "min_face_size"], ["fps", "frames/s"]]) {
+      if ($(id).validity.badInput) { // the field holds text that is no number: its value reads as ""
+        clearResult();
+        showError(null, `${name} must be a number`);
+        return finish("error");
+      }
+    }
     const query = new URLSearchParams();
     const minFaceSize = $("min-face-size").value.trim();
     if (minFaceSize) query.set("min_face_size", minFaceSize); // the service checks the range
