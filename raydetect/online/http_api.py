@@ -39,10 +39,10 @@ from raydetect.online.http_errors import RequestRejected, ServiceUnavailable
 from raydetect.online.image_uploads import IMAGE_MEDIA_TYPES, decode_image
 from raydetect.online.http_params import parse_detect_params, parse_video_params
 from raydetect.online.video_uploads import VIDEO_MEDIA_TYPES, UploadedClip
-from raydetect.online.web_page import add_page_routes
 from raydetect.core.image_checks import as_rgb_uint8
 from raydetect.core.results import Detections
 from raydetect.online.options import RequestLimits
+from raydetect.online.web_page import add_page_routes
 
 logger = logging.getLogger(__name__)
 
