@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -14,6 +23,63 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE_READY_LINE = "raydetect serve: ready at"
+
+
+@dataclass
+class ServeProcess:
+    """A running ``raydetect serve`` command: its process, base URL and output so far."""
+
+    process: subprocess.Popen
+    url: str
+    output: list[str] = field(default_factory=list)
+
+    def tail(self, lines: int = 40) -> str:
+        return "".join(self.output[-lines:])
+
+
+@contextlib.contextmanager
+def raydetect_serve(
+    port: int, args: list[str], env: dict[str, str], ready_timeout_s: float = 180
+) -> Iterator[ServeProcess]:
+    """``python -m raydetect serve --port PORT ARGS`` with a local Ray instance of its own, once it
+    prints its ready line. On exit: SIGINT (a clean stop) if still running, then SIGKILL to its
+    process group, the only processes this ever ends."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **env}
+    env.pop("RAY_ADDRESS", None)  # a local instance of its own
+    process = subprocess.Popen(
+        [sys.executable, "-m", "raydetect", "serve", "--port", str(port), *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group: it and its children only can be ended
+    )
+    served = ServeProcess(process, f"http://127.0.0.1:{port}")
+    ready = threading.Event()
+
+    def read_output() -> None:
+        for line in process.stdout:
+            served.output.append(line)
+            if SERVE_READY_LINE in line:
+                ready.set()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(ready_timeout_s), f"no ready line within {ready_timeout_s:g} s:\n" + served.tail()
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                pass
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        reader.join(timeout=10)
 
 
 def assert_faces_equal(faces: list[dict], expected: Detections, atol: float = 0.0) -> None:

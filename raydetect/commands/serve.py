@@ -5,7 +5,8 @@
 
 Without --address (or $RAY_ADDRESS) a local Ray instance is started, listening on 127.0.0.1 only,
 and stopped on exit. With one, the application is deployed on that cluster and removed on exit.
-Endpoints: POST /detect, POST /detect/video, GET /healthz (see docs/serve.md). When
+Endpoints: POST /detect, POST /detect/video, GET /healthz, and at GET / a page to try them in a
+browser (see docs/serve.md). When
 RAYDETECT_API_TOKEN is set, the detection endpoints require ``Authorization: Bearer <token>``.
 
 Exit status: 0 after a clean stop, 2 for bad options.
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(build_app(options), name=args.name, route_prefix="/")
         print(f"raydetect serve: ready at http://{args.host}:{args.port} "
-              "(POST /detect, POST /detect/video, GET /healthz); Ctrl-C to stop", flush=True)
+              "(POST /detect, POST /detect/video, GET /healthz; a page to try it at /); Ctrl-C to stop", flush=True)
         stop.wait()
     finally:
         if local:

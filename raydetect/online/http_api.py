@@ -10,6 +10,8 @@ Endpoints:
     POST /detect/video    one short clip (raw body or multipart field ``video``) -> NDJSON,
                           one line per sampled frame
     GET  /healthz         200 once the detector answers, 503 before
+    GET  /                a page to try the two detection routes in a browser
+                          (:mod:`raydetect.online.web_page`)
 
 Every refusal is ``{"error": "..."}`` with a 4xx status; the service never fetches a URL or
 opens a path named in a request: it reads bodies only.
@@ -40,6 +42,7 @@ from raydetect.online.video_uploads import VIDEO_MEDIA_TYPES, UploadedClip
 from raydetect.core.image_checks import as_rgb_uint8
 from raydetect.core.results import Detections
 from raydetect.online.options import RequestLimits
+from raydetect.online.web_page import add_page_routes
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ def create_api(
         except Exception as exc:  # not loaded yet, replica gone, timeout: all mean "not ready"
             return JSONResponse({"error": f"detector not ready: {type(exc).__name__}: {exc}"}, status_code=503)
         return JSONResponse({"status": "ok", **info})
+
+    add_page_routes(app, token_required=token is not None)
 
     @app.post("/detect")
     async def detect(request: Request) -> JSONResponse:
