@@ -1,0 +1,353 @@
+"""Face tracks against ground truth: synthetic sequences of real faces moving over real backgrounds.
+
+Faces are cut from real photos (``photos/*_1.jpg``, ``obama.jpg``, ``biden.jpg``, ``astronaut.png``: the
+square around the detector's own box on the photo, twice its side) and pasted over real face-free
+backgrounds (``negatives/``) along known paths, 640x360 at 30 fps. Each scenario tests one thing:
+
+- ``crossing``: two faces pass each other head-on; the front one hides the other for a few frames.
+- ``leave_enter``: one face walks out of the picture on the right, another walks in from the left and on to
+  where the first one was.
+- ``hidden``: a face walks behind a pillar (hidden about 0.3 s) and out again.
+- ``zoom``: a face grows from 50 to 170 pixels in 2 s (a zoom-in).
+- ``cut``: a hard cut to another background with another person at nearly the same place.
+- ``crossing_cut``: two faces cross, then a hard cut swaps the backgrounds and both people.
+
+The ground-truth face box is the detector's box on the source photo carried along the path. Every frame
+goes through the real detector (``FaceDetector``, min_face_size 20), then through two linkers: raydetect's
+``link_tracks`` (with cuts from ``find_cuts`` on the rendered frames) and, as the baseline, a plain
+frame-to-frame IoU linker (each face joins the face of the previous frame it overlaps most, IoU >= 0.3,
+greedy; no gaps, no motion, no cuts), which lives here, not in the package.
+
+Reported per scenario and in total: detection recall (ground-truth faces matched by a detection at
+IoU >= 0.5), IDF1 (identity F1: one-to-one matching of true identities to tracks, maximising the faces
+they share), identity switches (a true identity's matched track changes from one matched frame to its
+next), and tracks spanning a cut (a track with faces on both sides of a scenario's cut).
+
+    .venv/bin/python benchmarks/tracking_eval.py --shared ../shared/data --output tracking_eval.json \
+        [--frames-dir /tmp/tracking_frames]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from raydetect.core.tracking import TrackingOptions, find_cuts, frame_signature, link_tracks
+
+WIDTH, HEIGHT, FPS = 640, 360, 30.0
+MATCH_IOU = 0.5
+BASELINE_IOU = 0.3
+FACE_PHOTOS = (
+    "photos/angelina_jolie_1.jpg",
+    "photos/paul_rudd_1.jpg",
+    "photos/kate_siegel_1.jpg",
+    "photos/shea_whigham_1.jpg",
+    "photos/obama.jpg",
+    "photos/biden.jpg",
+    "photos/astronaut.png",
+)
+BACKGROUNDS = ("negatives/home.jpg", "negatives/building.jpg", "negatives/fruits.jpg", "negatives/aero3.jpg",
+               "negatives/leuvenA.jpg", "negatives/board.jpg")
+
+
+@dataclass
+class FacePatch:
+    """A square RGB patch around one real face and the face's box in it, as fractions of the patch side."""
+
+    image: np.ndarray
+    box: np.ndarray  # (4,) x1, y1, x2, y2 in [0, 1]
+
+
+@dataclass
+class Placement:
+    person: int  # ground-truth identity within the scenario (a new one after each cut)
+    patch: int
+    cx: float
+    cy: float
+    side: float  # face box side in pixels
+
+
+@dataclass
+class Scenario:
+    name: str
+    frames: int
+    backgrounds: list[int]  # background of each frame
+    placements: list[list[Placement]]  # per frame, painted in order (later ones in front)
+    cuts: list[int] = field(default_factory=list)
+    pillar: tuple[int, int] | None = None  # x range of an occluding pillar drawn over the faces
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SystemExit(f"cannot read {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def face_patches(shared: Path, detector) -> list[FacePatch]:
+    """The largest detected face of each photo in a square patch twice its side (edges replicated)."""
+    patches = []
+    for name in FACE_PHOTOS:
+        photo = _read_rgb(shared / name)
+        faces = detector.detect([photo])[0]
+        if not len(faces):
+            raise SystemExit(f"no face found in {name}")
+        x1, y1, x2, y2 = faces.boxes[np.argmax((faces.boxes[:, 2:] - faces.boxes[:, :2]).prod(1))]
+        side = max(x2 - x1, y2 - y1)
+        half = side  # patch side = 2 x face side
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        left, top = int(round(cx - half)), int(round(cy - half))
+        size = int(round(2 * half))
+        pad = size
+        padded = cv2.copyMakeBorder(photo, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        patch = padded[top + pad:top + pad + size, left + pad:left + pad + size]
+        box = np.array([x1 - left, y1 - top, x2 - left, y2 - top], np.float64) / size
+        patches.append(FacePatch(patch, box))
+    return patches
+
+
+def backgrounds(shared: Path) -> list[np.ndarray]:
+    out = []
+    for name in BACKGROUNDS:
+        image = _read_rgb(shared / name)
+        h, w = image.shape[:2]
+        scale = max(WIDTH / w, HEIGHT / h)
+        image = cv2.resize(image, (int(np.ceil(w * scale)), int(np.ceil(h * scale))), interpolation=cv2.INTER_AREA)
+        top, left = (image.shape[0] - HEIGHT) // 2, (image.shape[1] - WIDTH) // 2
+        out.append(np.ascontiguousarray(image[top:top + HEIGHT, left:left + WIDTH]))
+    return out
+
+
+def _path(frame, first, last, start, end):
+    w = (frame - first) / max(last - first, 1)
+    return start + (end - start) * w
+
+
+def scenarios() -> list[Scenario]:
+    out = []
+    n = 60
+    # Two faces cross head-on at 6 px/frame each, 10 px apart vertically; person 1 passes in front.
+    out.append(Scenario("crossing", n, [0] * n, [
+        [Placement(0, 0, _path(f, 0, n - 1, 120, 520), 170, 80), Placement(1, 1, _path(f, 0, n - 1, 520, 120), 180, 80)]
+        for f in range(n)
+    ]))
+    # Person 0 walks out on the right (gone after frame ~24); person 1 walks in from the left from frame 30.
+    out.append(Scenario("leave_enter", n, [1] * n, [
+        [Placement(0, 2, _path(f, 0, 24, 420, 700), 180, 90)] * (f <= 24)
+        + [Placement(1, 3, _path(f, 30, n - 1, -40, 480), 180, 90)] * (f >= 30)
+        for f in range(n)
+    ]))
+    # A face walks behind a 130 px pillar at 4 px/frame (fully hidden about 0.3 s).
+    out.append(Scenario("hidden", n, [2] * n, [
+        [Placement(0, 4, _path(f, 0, n - 1, 140, 500), 180, 80)] for f in range(n)
+    ], pillar=(255, 385)))
+    # Zoom: 50 -> 170 px around a slowly drifting centre.
+    out.append(Scenario("zoom", n, [3] * n, [
+        [Placement(0, 5, _path(f, 0, n - 1, 300, 340), 180, _path(f, 0, n - 1, 50, 170))] for f in range(n)
+    ]))
+    # Hard cut at frame 30: another background and another person at nearly the same place.
+    out.append(Scenario("cut", n, [4] * 30 + [5] * 30, [
+        [Placement(0, 6, 320, 180, 100)] if f < 30 else [Placement(1, 0, 326, 184, 100)] for f in range(n)
+    ], cuts=[30]))
+    # Two faces cross, then a cut at 40 brings two other people where they were.
+    out.append(Scenario("crossing_cut", n, [0] * 40 + [2] * 20, [
+        [Placement(0, 2, _path(f, 0, 39, 160, 480), 180, 90), Placement(1, 3, _path(f, 0, 39, 480, 160), 170, 90)]
+        if f < 40 else
+        [Placement(2, 1, 480, 180, 90), Placement(3, 5, 160, 170, 90)]
+        for f in range(n)
+    ], cuts=[40]))
+    return out
+
+
+def render(scenario: Scenario, patches: list[FacePatch], bgs: list[np.ndarray]):
+    """Frames (F, H, W, 3) uint8 and ground truth: per frame (person ids (G,), boxes (G, 4)) of visible faces."""
+    frames, truth = [], []
+    for f in range(scenario.frames):
+        frame = bgs[scenario.backgrounds[f]].copy()
+        ids, boxes = [], []
+        for p in scenario.placements[f]:
+            patch = patches[p.patch]
+            face_side = (patch.box[2] - patch.box[0]) * patch.image.shape[0]
+            size = max(int(round(patch.image.shape[0] * p.side / face_side)), 2)
+            scaled = cv2.resize(patch.image, (size, size), interpolation=cv2.INTER_AREA)
+            fx = (patch.box[0] + patch.box[2]) / 2 * size
+            fy = (patch.box[1] + patch.box[3]) / 2 * size
+            left, top = int(round(p.cx - fx)), int(round(p.cy - fy))
+            x1, y1, x2, y2 = max(left, 0), max(top, 0), min(left + size, WIDTH), min(top + size, HEIGHT)
+            if x2 <= x1 or y2 <= y1:
+                continue
+            frame[y1:y2, x1:x2] = scaled[y1 - top:y2 - top, x1 - left:x2 - left]
+            box = patch.box * size + np.array([left, top, left, top])
+            ids.append(p.person)
+            boxes.append(box)
+        if scenario.pillar is not None:
+            a, b = scenario.pillar
+            frame[:, a:b] = bgs[(scenario.backgrounds[f] + 1) % len(bgs)][:, a:b]
+        # Ground truth: faces at least half inside the picture and not mostly behind the pillar or a face in front.
+        boxes = np.array(boxes, np.float64).reshape(-1, 4)
+        keep = [_visible_fraction(boxes, i, scenario.pillar) >= 0.5 for i in range(len(boxes))]
+        frames.append(frame)
+        truth.append((np.array(ids, np.int64)[keep], boxes[keep]))
+    return np.stack(frames), truth
+
+
+def _visible_fraction(boxes: np.ndarray, i: int, pillar) -> float:
+    """Share of face i's box inside the picture and covered neither by the pillar nor by faces painted after it."""
+    x1, y1, x2, y2 = boxes[i]
+    mask = np.zeros((HEIGHT, WIDTH), bool)
+    mask[max(int(y1), 0):max(int(y2), 0), max(int(x1), 0):max(int(x2), 0)] = True
+    for j in range(i + 1, len(boxes)):
+        a1, b1, a2, b2 = boxes[j]
+        mask[max(int(b1), 0):max(int(b2), 0), max(int(a1), 0):max(int(a2), 0)] = False
+    if pillar is not None:
+        mask[:, pillar[0]:pillar[1]] = False
+    return float(mask.sum()) / max((x2 - x1) * (y2 - y1), 1.0)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, 4) and (B, 4) boxes -> (A, B) IoU."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def iou_baseline(face_frames: np.ndarray, boxes: np.ndarray, frames: int) -> np.ndarray:
+    """Plain frame-to-frame IoU linker: each face takes the track of the previous frame's face it
+    overlaps most (IoU >= 0.3, greedy by IoU), else a new track. No gaps, no motion, no cuts."""
+    ids = np.full(len(face_frames), -1, np.int64)
+    next_id = 0
+    previous = np.zeros(0, np.int64)
+    for f in range(frames):
+        current = np.flatnonzero(face_frames == f)
+        if len(previous) and len(current):
+            overlap = iou_matrix(boxes[previous], boxes[current])
+            for flat in np.argsort(-overlap, axis=None):
+                p, c = np.unravel_index(flat, overlap.shape)
+                if overlap[p, c] < BASELINE_IOU:
+                    break
+                if ids[current[c]] < 0 and not np.isin(ids[previous[p]], ids[current]):
+                    ids[current[c]] = ids[previous[p]]
+        for c in current:
+            if ids[c] < 0:
+                ids[c] = next_id
+                next_id += 1
+        previous = current
+    return ids
+
+
+def evaluate(truth, face_frames, boxes, track_ids, cuts: list[int]) -> dict:
+    """Detection recall, IDF1, identity switches and tracks spanning a cut for one scenario."""
+    gt_total = sum(len(ids) for ids, _ in truth)
+    matches = []  # (frame, person, track)
+    for f, (persons, gt_boxes) in enumerate(truth):
+        here = np.flatnonzero(face_frames == f)
+        if not len(here) or not len(persons):
+            continue
+        overlap = iou_matrix(gt_boxes, boxes[here])
+        rows, cols = linear_sum_assignment(-overlap)
+        for r, c in zip(rows, cols):
+            if overlap[r, c] >= MATCH_IOU:
+                matches.append((f, int(persons[r]), int(track_ids[here[c]])))
+    people = sorted({p for ids, _ in truth for p in ids.tolist()})
+    tracks = sorted(set(track_ids.tolist()))
+    shared = np.zeros((len(people), len(tracks)))
+    for _, person, track in matches:
+        shared[people.index(person), tracks.index(track)] += 1
+    rows, cols = linear_sum_assignment(-shared) if shared.size else ([], [])
+    idtp = float(shared[rows, cols].sum()) if shared.size else 0.0
+    switches = 0
+    for person in people:
+        sequence = [track for _, p, track in sorted(matches) if p == person]
+        switches += sum(a != b for a, b in zip(sequence, sequence[1:]))
+    spanning = 0
+    for cut in cuts:
+        before = set(track_ids[face_frames < cut].tolist())
+        after = set(track_ids[face_frames >= cut].tolist())
+        spanning += len(before & after)
+    return {
+        "gt_faces": gt_total,
+        "detections": int(len(face_frames)),
+        "matched": len(matches),
+        "recall": len(matches) / max(gt_total, 1),
+        "idtp": idtp,
+        "idf1": 2 * idtp / max(gt_total + len(face_frames), 1),
+        "id_switches": switches,
+        "tracks": len(tracks),
+        "true_identities": len(people),
+        "tracks_across_cut": spanning,
+    }
+
+
+def _totals(rows: list[dict]) -> dict:
+    gt = sum(r["gt_faces"] for r in rows)
+    det = sum(r["detections"] for r in rows)
+    idtp = sum(r["idtp"] for r in rows)
+    return {
+        "recall": sum(r["matched"] for r in rows) / max(gt, 1),
+        "idf1": 2 * idtp / max(gt + det, 1),
+        "id_switches": sum(r["id_switches"] for r in rows),
+        "tracks_across_cut": sum(r["tracks_across_cut"] for r in rows),
+        "tracks": sum(r["tracks"] for r in rows),
+        "true_identities": sum(r["true_identities"] for r in rows),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", type=Path, required=True, help="the shared media folder (photos/, negatives/)")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--frames-dir", type=Path, help="also write each scenario's frames as an MP4 here")
+    args = parser.parse_args(argv)
+
+    from raydetect import FaceDetector
+
+    detector = FaceDetector(min_face_size=20, device="cpu")
+    patches = face_patches(args.shared, detector)
+    bgs = backgrounds(args.shared)
+    options = TrackingOptions()
+    results = {"raydetect": [], "iou_baseline": []}
+    for scenario in scenarios():
+        frames, truth = render(scenario, patches, bgs)
+        if args.frames_dir:
+            args.frames_dir.mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(str(args.frames_dir / f"{scenario.name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+            for frame in frames:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            writer.release()
+        detections = detector.detect(list(frames))
+        face_frames = np.concatenate([np.full(len(d), f, np.int64) for f, d in enumerate(detections)])
+        boxes = np.concatenate([d.boxes for d in detections]).reshape(-1, 4)
+        scores = np.concatenate([d.scores for d in detections])
+        frame_indices = np.arange(scenario.frames, dtype=np.int64)
+        cuts = find_cuts(np.stack([frame_signature(f) for f in frames]), options)
+        found_cuts = np.flatnonzero(cuts).tolist()
+        ours = link_tracks(frame_indices, frame_indices / FPS, cuts, face_frames, boxes, scores, options)
+        baseline = iou_baseline(face_frames, boxes, scenario.frames)
+        for name, ids in (("raydetect", ours), ("iou_baseline", baseline)):
+            row = {"scenario": scenario.name, "cuts_found": found_cuts, "cuts_true": scenario.cuts,
+                   **evaluate(truth, face_frames, boxes, ids, scenario.cuts)}
+            results[name].append(row)
+            print(f"{name:13s} {scenario.name:13s} recall {row['recall']:.3f} IDF1 {row['idf1']:.3f} "
+                  f"switches {row['id_switches']} tracks {row['tracks']}/{row['true_identities']} "
+                  f"across cut {row['tracks_across_cut']} cuts {found_cuts}", flush=True)
+    summary = {name: _totals(rows) for name, rows in results.items()}
+    for name, total in summary.items():
+        print(f"{name:13s} TOTAL recall {total['recall']:.3f} IDF1 {total['idf1']:.3f} switches {total['id_switches']} "
+              f"across cut {total['tracks_across_cut']} tracks {total['tracks']}/{total['true_identities']}")
+    if args.output:
+        args.output.write_text(json.dumps({"scenarios": results, "total": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
