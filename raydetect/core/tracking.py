@@ -11,9 +11,10 @@ The step, for each sampled frame in order:
    means the same at any sampling rate; when consecutive samples are further apart than
    ``max_gap_s`` (very sparse sampling: ``--fps 1``, ``--frames-per-video 8`` on a long video),
    no face is ever linked and every face is a track of one.
-3. Each live track predicts its box at this frame's time from a constant-velocity model (centre
-   and size, in pixels per second, smoothed over its faces), so two faces that cross keep going
-   their own ways instead of swapping ids.
+3. Each live track predicts its box at this frame's time: the centre moves on at constant velocity
+   (pixels per second, smoothed over its faces), the size stays that of its last face. So two faces
+   that cross keep going their own ways instead of swapping ids, and a face hidden for a moment is
+   looked for where it should have got to.
 4. Faces are assigned to tracks by optimal assignment (``scipy.optimize.linear_sum_assignment``)
    on a cost of ``1 - IoU(predicted, face)`` plus the centre distance in box sides; pairs outside
    the gates (IoU below ``min_iou`` and centre further than ``max_center_distance`` sides, or a
@@ -189,7 +190,7 @@ def _assign(costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class _Linker:
     """Live tracks as parallel arrays: id (T,), state (T, 4) cx cy w h at its last face, velocity
-    (T, 4) per second, last_time (T,) seconds."""
+    (T, 4) pixels per second (only the centre's is used to predict), last_time (T,) seconds."""
 
     def __init__(self, options: TrackingOptions) -> None:
         self.options = options
@@ -217,8 +218,10 @@ class _Linker:
             return ids
         observed = _centre_size(boxes.astype(np.float64))
         elapsed = (time_s - self.last_time)[:, None]
-        predicted = self.state + self.velocity * elapsed
-        predicted[:, 2:] = np.maximum(predicted[:, 2:], 1.0)
+        # The centre moves on at its velocity; the size stays (extrapolating size changes over a gap
+        # inflates or shrinks the box from a few frames' jitter; a zoom is slow enough for the scale gate).
+        predicted = self.state.copy()
+        predicted[:, :2] += self.velocity[:, :2] * elapsed
         costs = _pair_costs(_corners(predicted), boxes.astype(np.float64), options)
 
         track_taken = np.zeros(len(self.ids), bool)
