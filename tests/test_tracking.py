@@ -219,9 +219,14 @@ def _read_frames(path, step=1):
 
 
 def test_cuts_of_the_short_hamilton_clip(shared_data):
+    # Hard cuts at frames 20, 82 and 211; frame 163 changes a lot inside one shot and is no cut.
     frames = _read_frames(shared_data / "videos" / "short_hamilton_clip.mp4")
-    cuts = find_cuts(np.stack([frame_signature(f) for f in frames]))
-    assert np.flatnonzero(cuts).tolist() == [20, 82, 211]  # frame 163 changes a lot but is no cut
+    signatures = np.stack([frame_signature(f) for f in frames])
+    assert np.flatnonzero(find_cuts(signatures)).tolist() == [20, 82, 211]
+    # Every 3rd frame: each cut shows at the first sample after it, and motion between samples
+    # (three times larger) is still no cut.
+    sampled = np.arange(0, len(frames), 3)
+    assert sampled[find_cuts(signatures[sampled])].tolist() == [21, 84, 213]
 
 
 def test_cut_of_the_vendored_hamilton_clip(data_dir):

@@ -72,20 +72,23 @@ class TrackingOptions:
         high_score: faces scoring at least this are assigned to tracks first (ByteTrack's two stages).
         velocity_smoothing: weight of a track's previous velocity when a new face updates it (0: the
             newest displacement only; closer to 1: steadier).
-        cut_thumbnail_distance, cut_histogram_distance: a sampled frame starts a new shot when its
-            thumbnail differs from the previous sampled frame's by at least the first (mean absolute
-            difference of RGB in [0, 1]) and its colour histogram by at least the second (total variation).
+        cut_thumbnail_distance, cut_histogram_distance, cut_jump_ratio: a sampled frame starts a new
+            shot when its thumbnail differs from the previous sampled frame's by at least the first (mean
+            absolute difference of RGB in [0, 1]), its colour histogram by at least the second (total
+            variation), and the thumbnail difference is at least ``cut_jump_ratio`` times the previous
+            pair's.
     """
 
     max_gap_s: float = 0.5
     min_track_faces: int = 1
     min_iou: float = 0.3
-    max_center_distance: float = 0.5
+    max_center_distance: float = 1.0
     max_scale_change: float = 1.5
     high_score: float = 0.9
     velocity_smoothing: float = 0.5
     cut_thumbnail_distance: float = 0.07
     cut_histogram_distance: float = 0.05
+    cut_jump_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -104,6 +107,7 @@ class TrackingOptions:
         _check(0 <= self.velocity_smoothing < 1, "velocity_smoothing", self.velocity_smoothing, "must be in [0, 1)")
         _check(0 < self.cut_thumbnail_distance <= 1, "cut_thumbnail_distance", self.cut_thumbnail_distance, "must be in (0, 1]")
         _check(0 < self.cut_histogram_distance <= 1, "cut_histogram_distance", self.cut_histogram_distance, "must be in (0, 1]")
+        _check(self.cut_jump_ratio >= 0, "cut_jump_ratio", self.cut_jump_ratio, "must be >= 0 (0: thresholds only)")
 
 
 def _check(ok: bool, name: str, value, rule: str) -> None:
@@ -118,16 +122,23 @@ DEFAULT_OPTIONS = TrackingOptions()
 # Shot cuts
 
 
-def _is_cut(thumbnail_distance, histogram_distance, options: TrackingOptions):
-    return (thumbnail_distance >= options.cut_thumbnail_distance) & (histogram_distance >= options.cut_histogram_distance)
+def _is_cut(thumbnail_distance, histogram_distance, previous_thumbnail_distance, options: TrackingOptions):
+    """The cut rule on distances between consecutive sampled frames (arrays or scalars alike)."""
+    return (
+        (thumbnail_distance >= options.cut_thumbnail_distance)
+        & (histogram_distance >= options.cut_histogram_distance)
+        & (thumbnail_distance >= options.cut_jump_ratio * previous_thumbnail_distance)
+    )
 
 
 def find_cuts(signatures: np.ndarray, options: TrackingOptions = DEFAULT_OPTIONS) -> np.ndarray:
     """(F, D) float32 signatures of the sampled frames in order -> (F,) bool, True where frame f starts
     a new shot (f = 0 is False).
 
-    Decided between consecutive *sampled* frames: with sparse sampling fast motion can look like a
-    cut, which only ends tracks early (never joins two shots).
+    Decided between consecutive *sampled* frames, from this pair's distances and the previous pair's
+    (so the rule runs as well one frame at a time): a cut is a jump, a change much larger than the one
+    just before it; steady fast motion (or a pan) changes every pair alike. With sparse sampling a sudden
+    large movement can still look like a cut, which only ends tracks early (never joins two shots).
     """
     signatures = np.asarray(signatures, np.float32)
     if signatures.ndim != 2:
@@ -135,7 +146,8 @@ def find_cuts(signatures: np.ndarray, options: TrackingOptions = DEFAULT_OPTIONS
     cuts = np.zeros(len(signatures), bool)
     if len(signatures) > 1:
         thumbnail, histogram = signature_distances(signatures[:-1], signatures[1:])
-        cuts[1:] = _is_cut(thumbnail, histogram, options)
+        previous = np.concatenate([[0.0], thumbnail[:-1]])
+        cuts[1:] = _is_cut(thumbnail, histogram, previous, options)
     return cuts
 
 
@@ -441,6 +453,7 @@ class FaceTracker:
         self._last_frame_index: int | None = None
         self._last_timestamp_s: float | None = None
         self._last_signature: np.ndarray | None = None
+        self._last_thumbnail_distance = 0.0
 
     def update(
         self,
@@ -463,10 +476,12 @@ class FaceTracker:
         if not math.isfinite(timestamp_s) or (self._last_timestamp_s is not None and timestamp_s < self._last_timestamp_s):
             raise TrackingError(f"timestamp_s must be finite and never decrease: {timestamp_s} after {self._last_timestamp_s}")
         signature = frame_signature(frame) if frame is not None else None
-        if cut is None:
-            cut = False
-            if signature is not None and self._last_signature is not None:
-                cut = bool(_is_cut(*signature_distances(self._last_signature, signature), self.options))
+        if signature is not None and self._last_signature is not None:
+            thumbnail, histogram = signature_distances(self._last_signature, signature)
+            if cut is None:
+                cut = bool(_is_cut(thumbnail, histogram, self._last_thumbnail_distance, self.options))
+            self._last_thumbnail_distance = float(thumbnail)
+        cut = bool(cut)
         if signature is not None:
             self._last_signature = signature
         self._last_frame_index, self._last_timestamp_s = frame_index, timestamp_s
