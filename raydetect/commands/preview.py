@@ -281,7 +281,7 @@ def write_track_sheet(source: Path, output: Path, max_tracks: int, columns: int,
             if track["first_timestamp_s"] is not None
             else f"frames {track['first_frame']}-{track['last_frame']}"
         )
-        title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {track['count']} faces"
+        title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {track['count']} face{'s' if track['count'] != 1 else ''}"
         sheet_rows.append((title, tiles, captions))
     write_image(output, track_sheet(sheet_rows, tile_size=tile_size))
     return len(tracks), sum(len(track["faces"]) for track in tracks)

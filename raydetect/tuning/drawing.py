@@ -153,21 +153,18 @@ def track_sheet(
         raise ValueError("no tracks to put on a track sheet")
     if tile_size < 8 or padding < 0:
         raise ValueError(f"bad sheet layout: tile size {tile_size}, padding {padding}")
-    strips = []
-    for title, tiles, captions in rows:
-        strip = contact_sheet(tiles, captions, columns=len(tiles), tile_size=tile_size, padding=padding)
-        scale = max(tile_size / 224, 0.35)
-        title_h = int(cv2.getTextSize("Ag", _FONT, scale, 1)[0][1] * 2.2) + padding
-        band = np.empty((title_h, strip.shape[1], 3), np.uint8)
-        band[:] = SHEET_BACKGROUND
-        text = _fit_text(title, strip.shape[1] - 2 * padding, scale)
-        cv2.putText(band, text, (padding, title_h - padding - 2), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
-        strips.append(np.concatenate([band, strip]))
+    strips = [contact_sheet(tiles, captions, columns=len(tiles), tile_size=tile_size, padding=padding)
+              for _, tiles, captions in rows]
     width = max(strip.shape[1] for strip in strips)
-    sheet = np.empty((sum(strip.shape[0] for strip in strips), width, 3), np.uint8)
+    scale = max(tile_size / 224, 0.35)
+    title_h = int(cv2.getTextSize("Ag", _FONT, scale, 1)[0][1] * 2.2) + padding
+    sheet = np.empty((len(rows) * title_h + sum(strip.shape[0] for strip in strips), width, 3), np.uint8)
     sheet[:] = SHEET_BACKGROUND
     top = 0
-    for strip in strips:
+    for (title, _, _), strip in zip(rows, strips):
+        text = _fit_text(title, width - 2 * padding, scale)
+        cv2.putText(sheet, text, (padding, top + title_h - padding - 2), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        top += title_h
         sheet[top:top + strip.shape[0], :strip.shape[1]] = strip
         top += strip.shape[0]
     return sheet
