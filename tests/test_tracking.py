@@ -16,6 +16,8 @@ from raydetect.core.tracking import (
     frame_signature,
     interpolate_tracks,
     link_tracks,
+    long_track_faces,
+    track_frames,
 )
 
 FPS = 30.0
@@ -243,3 +245,26 @@ def test_cut_of_the_vendored_hamilton_clip(data_dir):
 def test_no_cut_in_a_street_crowd_clip(data_dir):
     frames = _read_frames(data_dir / "street_crowd_24f_640x360.mp4")
     assert not find_cuts(np.stack([frame_signature(f) for f in frames])).any()
+
+
+def test_long_track_faces_keeps_tracks_of_min_track_faces():
+    ids = np.array([0, 1, 0, 2, 0, 1])
+    assert long_track_faces(ids).all()  # the default keeps every face
+    assert long_track_faces(ids, TrackingOptions(min_track_faces=2)).tolist() == [True, True, True, False, True, True]
+    assert long_track_faces(ids, TrackingOptions(min_track_faces=3)).tolist() == [True, False, True, False, True, False]
+    assert long_track_faces(np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_track_frames_detects_and_links_real_frames(data_dir):
+    # Three frames of the vendored clip around its cut at frame 20, 0.1 s apart: the two people of the
+    # first shot keep their tracks; the face after the cut starts a new one.
+    from raydetect import FaceDetector
+
+    frames = _read_frames(data_dir / "hamilton_45f_640x360.avi")[14:21:3]  # frames 14, 17, 20
+    results = track_frames(FaceDetector(device="cpu", min_face_size=40), frames, timestamps_s=np.arange(3) * 0.1)
+    ids = [sorted(track_ids.tolist()) for _, track_ids in results]
+    assert all(len(faces) == len(track_ids) for faces, track_ids in results)
+    assert ids[0] == ids[1] == [0, 1]
+    assert ids[2] and min(ids[2]) >= 2
+    with pytest.raises(TrackingError, match="one value per frame"):
+        track_frames(None, frames, timestamps_s=[0.0])

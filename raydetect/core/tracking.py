@@ -48,7 +48,9 @@ __all__ = [
     "link_tracks",
     "interpolate_tracks",
     "Interpolated",
+    "long_track_faces",
     "FaceTracker",
+    "track_frames",
 ]
 
 
@@ -347,6 +349,14 @@ def link_tracks(
             continue  # nothing to link and nothing ends here (gaps are measured from face times)
         track_ids[run] = linker.step(boxes[run], scores[run], float(timestamps_s[f]), bool(cuts[f]))
     return track_ids
+
+
+def long_track_faces(track_ids, options: TrackingOptions = DEFAULT_OPTIONS) -> np.ndarray:
+    """(N,) int64 track ids -> (N,) bool: True for the faces of tracks with at least
+    ``options.min_track_faces`` faces (``--min-track-faces``; the default 1 keeps every face)."""
+    track_ids = np.asarray(track_ids, np.int64).reshape(-1)
+    _, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    return counts[inverse] >= options.min_track_faces
 
 
 @dataclass(frozen=True)
