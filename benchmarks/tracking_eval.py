@@ -345,7 +345,9 @@ def main(argv=None) -> int:
         frames, truth = render(scenario, patches, bgs)
         if args.frames_dir:
             args.frames_dir.mkdir(parents=True, exist_ok=True)
-            writer = cv2.VideoWriter(str(args.frames_dir / f"{scenario.name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+            writer = cv2.VideoWriter(
+                str(args.frames_dir / f"{scenario.name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT)
+            )
             for frame in frames:
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             writer.release()
@@ -380,8 +382,10 @@ def main(argv=None) -> int:
         print(f"{name:21s} TOTAL recall {total['recall']:.3f} IDF1 {total['idf1']:.3f} switches {total['id_switches']} "
               f"across cut {total['tracks_across_cut']} tracks {total['tracks']}/{total['true_identities']}")
     if args.output:
-        args.output.write_text(json.dumps({"scenarios": results, "total": summary,
-                                           "link_ms_per_frame_median": 1000 * float(np.median(link_seconds))}, indent=2))
+        link_ms = 1000 * float(np.median(link_seconds))
+        args.output.write_text(
+            json.dumps({"scenarios": results, "total": summary, "link_ms_per_frame_median": link_ms}, indent=2)
+        )
     return 0
 
 

@@ -50,7 +50,8 @@ def _line(frames, start, end, side=60.0, side_end=None):
     out = []
     for frame in frames:
         w = (frame - first) / max(last - first, 1)  # along the path in time, hidden frames included
-        out.append((frame, start[0] + (end[0] - start[0]) * w, start[1] + (end[1] - start[1]) * w, side + (side_end - side) * w))
+        centre = np.asarray(start) + (np.asarray(end) - np.asarray(start)) * w
+        out.append((frame, centre[0], centre[1], side + (side_end - side) * w))
     return out
 
 
@@ -125,7 +126,9 @@ def test_sparse_sampling_beyond_max_gap_links_nothing():
 def test_doubtful_detection_beside_a_face_cannot_take_its_track():
     # A face at 0.99 and, from frame 10, a 0.71 blob overlapping it more closely to the predicted
     # box: the confident face keeps the track (ByteTrack's first stage).
-    seq, persons = _sequence({0: _line(range(20), (200, 200), (240, 200)), 1: _line(range(10, 20), (222, 200), (242, 200))}, 20)
+    seq, persons = _sequence(
+        {0: _line(range(20), (200, 200), (240, 200)), 1: _line(range(10, 20), (222, 200), (242, 200))}, 20
+    )
     seq["scores"][persons == 1] = 0.71
     ids = link_tracks(**seq)
     assert len(set(ids[persons == 0])) == 1
@@ -133,7 +136,11 @@ def test_doubtful_detection_beside_a_face_cannot_take_its_track():
 
 def test_ids_numbered_by_first_face_and_independent_of_input_order():
     seq, _ = _sequence(
-        {0: _line(range(5, 20), (400, 100), (420, 100)), 1: _line(range(5, 20), (100, 100), (120, 100)), 2: _line(range(0, 20), (250, 300), (250, 300))},
+        {
+            0: _line(range(5, 20), (400, 100), (420, 100)),
+            1: _line(range(5, 20), (100, 100), (120, 100)),
+            2: _line(range(0, 20), (250, 300), (250, 300)),
+        },
         20,
     )
     ids = link_tracks(**seq)
@@ -190,7 +197,10 @@ def test_interpolation_fills_frames_between_detections_but_not_across_cuts_or_lo
 
 @pytest.mark.parametrize(
     "option, value",
-    [("max_gap_s", -0.1), ("min_track_faces", 0), ("min_track_faces", 1.5), ("max_gap_s", float("nan")), ("min_iou", 2.0), ("max_scale_change", 0.5)],
+    [
+        ("max_gap_s", -0.1), ("min_track_faces", 0), ("min_track_faces", 1.5), ("max_gap_s", float("nan")),
+        ("min_iou", 2.0), ("max_scale_change", 0.5), ("cut_histogram_distance", 0.0),
+    ],
 )
 def test_bad_options_are_refused_naming_the_option(option, value):
     with pytest.raises(TrackingError, match=option):
@@ -237,7 +247,9 @@ def test_cut_of_the_vendored_hamilton_clip(data_dir):
     assert np.flatnonzero(find_cuts(signatures)).tolist() == [20]
     # The streaming tracker decides the same cut from the frames themselves.
     tracker = FaceTracker()
-    box = Detections(np.array([[300, 100, 360, 170]], np.float32), np.array([0.99], np.float32), np.zeros((1, 5, 2), np.float32))
+    box = Detections(
+        np.array([[300, 100, 360, 170]], np.float32), np.array([0.99], np.float32), np.zeros((1, 5, 2), np.float32)
+    )
     ids = [int(tracker.update(box, i, i / FPS, frame=frame)[0]) for i, frame in enumerate(frames)]
     assert ids == [0] * 20 + [1] * (len(frames) - 20)
 

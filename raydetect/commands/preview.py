@@ -167,7 +167,8 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
             if batch and (frame is None or len(batch) == args.batch):
                 for item, detections in zip(batch, detector.detect([f.image for f in batch])):
                     track_ids = tracker.update(detections, item.index, item.timestamp_s, frame=item.image)
-                    picture = draw_detections(*_shrink(item.image, detections, args.output_max_side), track_ids=track_ids)
+                    shrunk = _shrink(item.image, detections, args.output_max_side)
+                    picture = draw_detections(*shrunk, track_ids=track_ids)
                     picture = draw_caption(picture, f"frame {item.index}: {len(detections)} faces")
                     writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                     written += 1
@@ -275,13 +276,16 @@ def write_track_sheet(source: Path, output: Path, max_tracks: int, columns: int,
                     f"{source}: crop of {track['video']} frame {face.get('frame_index')}: {exc}"
                 ) from None
         times = [face.get("timestamp_s") for face in track["faces"]]
-        captions = [f"{t:.2f} s" if t is not None else f"#{face.get('frame_index')}" for t, face in zip(times, track["faces"])]
+        captions = [
+            f"{t:.2f} s" if t is not None else f"#{face.get('frame_index')}" for t, face in zip(times, track["faces"])
+        ]
         span = (
             f"{track['first_timestamp_s']:.2f}-{track['last_timestamp_s']:.2f} s"
             if track["first_timestamp_s"] is not None
             else f"frames {track['first_frame']}-{track['last_frame']}"
         )
-        title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {track['count']} face{'s' if track['count'] != 1 else ''}"
+        faces = f"{track['count']} face{'s' if track['count'] != 1 else ''}"
+        title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {faces}"
         sheet_rows.append((title, tiles, captions))
     write_image(output, track_sheet(sheet_rows, tile_size=tile_size))
     return len(tracks), sum(len(track["faces"]) for track in tracks)
@@ -339,7 +343,8 @@ def read_track_rows(source: Path, max_tracks: int, per_track: int, order: str) -
             "last_timestamp_s": _float_or_none(faces["timestamp_s"].iloc[-1]),
             "rows": picked["row"].tolist(),
         })
-    crops = dataset.take(pa.array(chosen, pa.int64()), columns=[c for c in ("crop", "frame_index", "timestamp_s", "score") if c in names])
+    shown = [c for c in ("crop", "frame_index", "timestamp_s", "score") if c in names]
+    crops = dataset.take(pa.array(chosen, pa.int64()), columns=shown)
     by_row = dict(zip(chosen, crops.to_pylist()))
     for track in tracks:
         track["faces"] = [by_row[row] for row in track.pop("rows")]

@@ -98,7 +98,11 @@ class TrackingOptions:
             if field.type in ("int", int):
                 if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                     raise TrackingError(f"tracking option {field.name} must be an integer, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not math.isfinite(value)
+            ):
                 raise TrackingError(f"tracking option {field.name} must be a finite number, got {value!r}")
         _check(self.max_gap_s >= 0, "max_gap_s", self.max_gap_s, "must be >= 0 seconds")
         _check(self.min_track_faces >= 1, "min_track_faces", self.min_track_faces, "must be >= 1 (1 keeps every face)")
@@ -107,8 +111,8 @@ class TrackingOptions:
         _check(self.max_scale_change >= 1, "max_scale_change", self.max_scale_change, "must be >= 1")
         _check(0 <= self.high_score <= 1, "high_score", self.high_score, "must be in [0, 1]")
         _check(0 <= self.velocity_smoothing < 1, "velocity_smoothing", self.velocity_smoothing, "must be in [0, 1)")
-        _check(0 < self.cut_thumbnail_distance <= 1, "cut_thumbnail_distance", self.cut_thumbnail_distance, "must be in (0, 1]")
-        _check(0 < self.cut_histogram_distance <= 1, "cut_histogram_distance", self.cut_histogram_distance, "must be in (0, 1]")
+        for name in ("cut_thumbnail_distance", "cut_histogram_distance"):
+            _check(0 < getattr(self, name) <= 1, name, getattr(self, name), "must be in (0, 1]")
         _check(self.cut_jump_ratio >= 0, "cut_jump_ratio", self.cut_jump_ratio, "must be >= 0 (0: thresholds only)")
 
 
@@ -180,7 +184,8 @@ def _pair_costs(predicted: np.ndarray, faces: np.ndarray, options: TrackingOptio
     side_f = np.sqrt(np.maximum(area_f, 1e-9))
     centre_shift = np.linalg.norm((p[..., :2] + p[..., 2:]) / 2 - (f[..., :2] + f[..., 2:]) / 2, axis=-1) / side_p
     scale = np.maximum(side_p, side_f) / np.minimum(side_p, side_f)
-    allowed = ((iou >= options.min_iou) | (centre_shift <= options.max_center_distance)) & (scale <= options.max_scale_change)
+    near = (iou >= options.min_iou) | (centre_shift <= options.max_center_distance)
+    allowed = near & (scale <= options.max_scale_change)
     return np.where(allowed, (1.0 - iou) + centre_shift, np.inf)
 
 
@@ -483,8 +488,9 @@ class FaceTracker:
         timestamp_s = float(timestamp_s)
         if self._last_frame_index is not None and frame_index <= self._last_frame_index:
             raise TrackingError(f"frame_index must increase: {frame_index} after {self._last_frame_index}")
-        if not math.isfinite(timestamp_s) or (self._last_timestamp_s is not None and timestamp_s < self._last_timestamp_s):
-            raise TrackingError(f"timestamp_s must be finite and never decrease: {timestamp_s} after {self._last_timestamp_s}")
+        previous = self._last_timestamp_s
+        if not math.isfinite(timestamp_s) or (previous is not None and timestamp_s < previous):
+            raise TrackingError(f"timestamp_s must be finite and never decrease: {timestamp_s} after {previous}")
         signature = frame_signature(frame) if frame is not None else None
         if signature is not None and self._last_signature is not None:
             thumbnail, histogram = signature_distances(self._last_signature, signature)
@@ -518,7 +524,9 @@ def track_frames(detector, frames, timestamps_s=None, options: TrackingOptions =
     if timestamps_s is None:
         timestamps_s = np.arange(len(frames)) / float(fps)
     if len(timestamps_s) != len(frames):
-        raise TrackingError(f"timestamps_s must have one value per frame, got {len(timestamps_s)} for {len(frames)} frames")
+        raise TrackingError(
+            f"timestamps_s must have one value per frame, got {len(timestamps_s)} for {len(frames)} frames"
+        )
     tracker = FaceTracker(options)
     detections = detector.detect(frames) if frames else []
     return [
