@@ -4,7 +4,7 @@ For each video: the median time of ``frame_signature`` on its frames and of ``Fa
 frame at a time (the baseline, measured in the same run). For the linker: ``link_tracks`` over synthetic
 faces walking at random (300 frames at 30 fps, K faces per frame), time per frame.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/tracking_cost.py \\
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/linker_cost.py \\
         ../shared/data/videos/short_hamilton_clip.mp4 ../shared/data/videos/street_crowd_1080p.mp4
 """
 
