@@ -80,6 +80,19 @@ def test_gap_within_max_gap_resumes_and_longer_gap_ends_the_track():
     assert len(np.unique(link_tracks(**seq, options=TrackingOptions(max_gap_s=0.2)))) == 2
 
 
+def test_hidden_walker_is_found_where_it_should_have_got_to():
+    # 8 px/frame, hidden for frames 15-24 (0.33 s): it reappears 80 px on, more than its 60 px box,
+    # where only the predicted motion looks for it; a face left standing at the hiding place
+    # (entering at frame 25) must not take the walker's track.
+    seen = [f for f in range(40) if not 15 <= f < 25]
+    walker, stander = _line(seen, (100, 200), (100 + 8 * 39, 200)), _line(range(25, 40), (212, 200), (212, 200))
+    seq, persons = _sequence({0: walker, 1: stander}, 40)
+    ids = link_tracks(**seq)
+    by_track, by_person = _groups(ids, persons)
+    assert by_person[0] == {ids[persons == 0][0]} and len(by_person[1]) == 1
+    assert all(len(p) == 1 for p in by_track.values())
+
+
 def test_cut_ends_every_track_even_when_the_box_stays():
     seq, _ = _sequence({0: _line(range(30), (100, 100), (100, 100))}, 30)
     seq["cuts"][12] = True
