@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import requests
 
-from http_helpers import assert_faces_equal, free_port
+from http_helpers import assert_faces_equal, assert_video_tracks, expected_video_tracks, free_port
 from raydetect.online.detector_pool import DetectorPool
 from raydetect.online.http_api import InProcessDetector, create_api
 from raydetect.online.image_uploads import decode_image
@@ -230,6 +230,22 @@ def test_video_streams_one_line_per_sampled_frame(base_url, detector, data_dir):
         assert line["timestamp_s"] == pytest.approx(frame.index / info.fps, abs=1e-6)
         assert_faces_equal(line["faces"], detector.detect([frame.image])[0])
     assert any(line["faces"] for line in lines)
+
+
+def test_video_faces_carry_track_ids_that_end_at_the_cut(base_url, detector, data_dir):
+    # Every 3rd frame of a clip with one face and a hard cut at frame 20: one track per shot,
+    # the same ids the library's FaceTracker gives.
+    path = data_dir / "hamilton_45f_640x360.avi"
+    response = requests.post(
+        f"{base_url}/detect/video", params={"every": 3}, data=path.read_bytes(),
+        headers={**AUTH, "Content-Type": "video/x-msvideo"}, timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert_video_tracks(lines, expected_video_tracks(path, 3, detector))
+    tracks_before = {face["track_id"] for line in lines if line["frame_index"] < 20 for face in line["faces"]}
+    tracks_after = {face["track_id"] for line in lines if line["frame_index"] >= 20 for face in line["faces"]}
+    assert tracks_before and tracks_after and not tracks_before & tracks_after
 
 
 def test_video_fps_sampling_and_multipart(base_url, data_dir):

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from http_helpers import assert_faces_equal, free_port
+from http_helpers import assert_faces_equal, assert_video_tracks, expected_video_tracks, free_port
 from raydetect.online.image_uploads import decode_image
 from raydetect.online.options import TOKEN_ENV
 
@@ -247,6 +247,20 @@ def test_video_through_serve(serve_url, data_dir):
     for line, frame in zip(lines, frames):
         assert_faces_equal(line["faces"], detector.detect([frame.image])[0], atol=ATOL)
     assert any(line["faces"] for line in lines)
+
+
+def test_video_tracks_through_serve(serve_url, data_dir):
+    # Every 3rd frame across the clip's cut at frame 20: the ingress links faces with the same
+    # tracker and defaults as the library.
+    from raydetect import FaceDetector
+
+    path = data_dir / "hamilton_45f_640x360.avi"
+    response = requests.post(f"{serve_url}/detect/video", params={"every": 3}, data=path.read_bytes(),
+                             headers={**AUTH, "Content-Type": "video/x-msvideo"}, timeout=120)
+    assert response.status_code == 200, response.text
+    lines = [json.loads(line) for line in response.iter_lines() if line]
+    assert_video_tracks(lines, expected_video_tracks(path, 3, FaceDetector(device="cpu")), atol=ATOL)
+    assert len({face["track_id"] for line in lines for face in line["faces"]}) >= 2  # the cut ends a track
 
 
 def test_user_config_changes_apply_to_running_replicas(serve_url, photos, local, detector_handle):

@@ -8,7 +8,7 @@ dict``: the Serve ingress passes a client of the batched detector deployment, an
 Endpoints:
     POST /detect          one image (raw body or multipart field ``image``) -> JSON faces
     POST /detect/video    one short clip (raw body or multipart field ``video``) -> NDJSON,
-                          one line per sampled frame
+                          one line per sampled frame, each face with its ``track_id``
     GET  /healthz         200 once the detector answers, 503 before
     GET  /                a page to try the two detection routes in a browser
                           (:mod:`raydetect.online.web_page`)
@@ -41,6 +41,7 @@ from raydetect.online.http_params import parse_detect_params, parse_video_params
 from raydetect.online.video_uploads import VIDEO_MEDIA_TYPES, UploadedClip
 from raydetect.core.image_checks import as_rgb_uint8
 from raydetect.core.results import Detections
+from raydetect.core.tracking import FaceTracker
 from raydetect.online.options import RequestLimits
 from raydetect.online.web_page import add_page_routes
 
@@ -161,13 +162,16 @@ def _encoded_crops(image: np.ndarray, detections: Detections, limits: RequestLim
 async def _video_lines(
     detector: DetectorClient, clip: UploadedClip, params, in_flight: int
 ) -> AsyncIterator[bytes]:
-    """One JSON line per sampled frame, in frame order.
+    """One JSON line per sampled frame, in frame order, each face with its ``track_id``.
 
-    Up to ``in_flight`` frames are sent to the detector before the oldest answer is awaited,
-    so the frames of one clip batch together. Once streaming has begun the status is 200; a
-    failure after that ends the stream with a last line ``{"error": "..."}``.
+    Faces are linked across the clip's sampled frames by :class:`FaceTracker` (the offline job's
+    linker, with its defaults; shot cuts are found from the frames). Up to ``in_flight`` frames
+    are sent to the detector before the oldest answer is awaited, so the frames of one clip batch
+    together. Once streaming has begun the status is 200; a failure after that ends the stream
+    with a last line ``{"error": "..."}``.
     """
     pending: collections.deque = collections.deque()
+    tracker = FaceTracker()
     frames = clip.frames(params)
     try:
         while True:
@@ -175,17 +179,17 @@ async def _video_lines(
             if frame is None:
                 break
             task = asyncio.ensure_future(detector.detect(frame.image, params.min_face_size))
-            pending.append((frame.index, frame.timestamp_s, task))
+            pending.append((frame, task))
             if len(pending) >= in_flight:
-                yield await _frame_line(*pending.popleft())
+                yield await _frame_line(tracker, *pending.popleft())
         while pending:
-            yield await _frame_line(*pending.popleft())
+            yield await _frame_line(tracker, *pending.popleft())
     except Exception as exc:  # decoding failed part-way (truncated file): say so on the stream
         logger.warning("video stream ended early: %s", exc)
         message = str(exc).replace(f"{clip.path}: ", "")
         yield _json_line({"error": f"video decoding stopped: {message}"})
     finally:
-        for _, _, task in pending:
+        for _, task in pending:
             task.cancel()
         try:
             frames.close()  # releases the capture; a generator object, or a plain iterator
@@ -194,15 +198,18 @@ async def _video_lines(
         await asyncio.to_thread(clip.close)
 
 
-async def _frame_line(index: int, timestamp_s: float, task: asyncio.Future) -> bytes:
-    line = {"frame_index": index, "timestamp_s": round(timestamp_s, 6)}
+async def _frame_line(tracker: FaceTracker, frame, task: asyncio.Future) -> bytes:
+    """The line of one sampled frame (frames come here in order, as the tracker needs them)."""
+    line = {"frame_index": frame.index, "timestamp_s": round(frame.timestamp_s, 6)}
     try:
         detections = await task
     except (InvalidImageError, ServiceUnavailable) as exc:
         line["error"] = f"frame not processed: {exc}"
-        line["faces"] = []
-    else:
-        line.update(detections.to_dict())
+        detections = Detections.empty()
+    track_ids = await asyncio.to_thread(tracker.update, detections, frame.index, frame.timestamp_s, frame.image)
+    line.update(detections.to_dict())
+    for face, track_id in zip(line["faces"], track_ids):
+        face["track_id"] = int(track_id)
     return _json_line(line)
 
 
