@@ -25,7 +25,7 @@ from raydetect.offline.video import fit_max_side
 # Fields of a chunk record passed on unchanged to the driver.
 ACCOUNTING_FIELDS = (
     "video", "key", "error", "shard_index", "num_shards", "shard_number", "chunk_index",
-    "last_chunk", "frames_read", "frame_count", "fps", "width", "height",
+    "last_chunk", "frames_read", "frame_count", "fps", "width", "height", "io_retries",
 )
 
 

@@ -32,6 +32,10 @@ from raydetect.offline.sources import VideoInput, list_inputs
 log = logging.getLogger("raydetect.offline.job")
 
 DECODER_MEMORY = 384 << 20  # a decode worker beside its chunks: Python, OpenCV, pyarrow, FFmpeg, one frame
+# Attempts after the first for a task or actor call whose worker died (a decoder crash on a hostile
+# file, the out-of-memory killer, a lost node). Ray Data's default retries forever, so an input that
+# always kills its worker would hold the job for ever; once these are spent, its video gets an error row.
+WORKER_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -198,14 +202,16 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
     # One shard per block, so every shard of a long video is its own decode task. The repartition
     # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
-    dataset = dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow")
+    dataset = dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow",
+                                  max_retries=WORKER_RETRIES)
     dataset = dataset.repartition(target_num_rows_per_block=1)
     # A decode task holds the chunk it fills and the one it hands over, plus the decoder. Declaring
     # that memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps
     # with equal remote arguments): fused, shards would be decoded inside the detector actors, one
     # after another, even when the decode CPUs equal the actors'.
     decode_memory = 2 * shards.chunk_bytes + DECODER_MEMORY
-    dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus, memory=decode_memory)
+    dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus, memory=decode_memory,
+                               max_retries=WORKER_RETRIES)
     dataset = dataset.map_batches(
         DetectActor,
         fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options},
@@ -214,7 +220,14 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         num_gpus=gpus_per_actor,
         num_cpus=cpus_per_actor,
+        # A dead actor is always replaced (a preempted node is no reason to stop), but the chunk it
+        # held is retried only so often.
+        max_restarts=-1,
+        max_task_retries=WORKER_RETRIES,
     )
+    # A task whose retries are spent loses its block instead of aborting the job: the driver sees
+    # that video's chunks missing and gives it an error row (see run_job).
+    dataset.context.max_errored_blocks = -1
     return dataset
 
 
@@ -238,6 +251,7 @@ class _VideoState:
     frames_detected: int = 0
     faces: int = 0
     seconds: float = 0.0
+    io_retries: int = 0
     frame_count: int = 0
     fps: float = 0.0
     width: int = 0
@@ -259,6 +273,7 @@ class _VideoState:
         self.frames_detected += int(record["frames_detected"])
         self.faces += int(record["faces"])
         self.seconds += float(record["seconds"])
+        self.io_retries += int(record["io_retries"])
         if record["frame_count"]:
             self.frame_count, self.fps = int(record["frame_count"]), float(record["fps"])
             self.width, self.height = int(record["width"]), int(record["height"])
@@ -285,6 +300,7 @@ class _VideoState:
             "width": self.width,
             "height": self.height,
             "shards": self.num_shards or 0,
+            "io_retries": self.io_retries,
         }
 
 
@@ -354,7 +370,10 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     rows.flush()
     for state in states.values():
         if not state.complete and state.error is None:
-            state.error = f"{state.item.video}: incomplete: some of its chunks never reported back"
+            state.error = (
+                f"{state.item.video}: incomplete: a task working on it failed {WORKER_RETRIES + 1} times "
+                "(its worker died: a decoder crash, out of memory or a lost node; see the Ray worker logs)"
+            )
     output.remove_faces_of({video_key(s.item.video) for s in states.values() if s.error})
     for state in states.values():
         if state.error:

@@ -67,6 +67,7 @@ VIDEO_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("shards", pa.int32()),
+        ("io_retries", pa.int64()),
     ]
 )
 

@@ -1,0 +1,151 @@
+"""A fault-injecting HTTP file server on 127.0.0.1 for storage-fault tests (not a test module).
+
+It serves in-memory objects with HEAD and single-range GET (what fsspec's HTTPFileSystem uses) and
+fails on purpose, drawn from a seeded generator, and counts what it did:
+
+- ``fail_fraction``: that fraction of requests answers 503 Service Unavailable;
+- ``reset_fraction``: that fraction of the other GETs sends its headers and half its body, then resets
+  the connection (TCP RST), so the client sees a cut mid-body;
+- ``broken``: objects that always answer 503 (an outage that outlasts every retry);
+- ``stalled``: objects whose GET sends the first bytes and then nothing more, until the client gives
+  up or ``stall_s`` passes (bounded, so a test cannot hang on the server);
+- a name that is not served answers 404.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FaultyServer:
+    """``with FaultyServer(objects, fail_fraction=0.5) as server: server.url("a.mp4")``."""
+
+    def __init__(self, objects: dict[str, bytes], fail_fraction: float = 0.0, reset_fraction: float = 0.0,
+                 broken: frozenset[str] = frozenset(), stalled: frozenset[str] = frozenset(),
+                 stall_s: float = 30.0, seed: int = 0):
+        self.objects = dict(objects)
+        self.fail_fraction = fail_fraction
+        self.reset_fraction = reset_fraction
+        self._random = random.Random(seed)
+        self.broken = set(broken)
+        self.stalled = set(stalled)
+        self.stall_s = stall_s
+        self.counts: Counter = Counter()  # ("503" | "reset" | "stall" | "ok" | "404", name) -> requests
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/{name}"
+
+    def total(self, kind: str) -> int:
+        return sum(n for (k, _), n in self.counts.items() if k == kind)
+
+    def __enter__(self) -> "FaultyServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()  # ends stalled responses
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def _decide(self, name: str, method: str) -> str:
+        with self._lock:
+            if name not in self.objects:
+                kind = "404"
+            elif name in self.broken or self._random.random() < self.fail_fraction:
+                kind = "503"
+            elif method == "GET" and name in self.stalled:
+                kind = "stall"
+            elif method == "GET" and self._random.random() < self.reset_fraction:
+                kind = "reset"
+            else:
+                kind = "ok"
+            self.counts[(kind, name)] += 1
+            return kind
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        """Clients that give up (a timeout) reset their connections: expected here, not news."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+def _handler(server: FaultyServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet test output
+            pass
+
+        def do_HEAD(self) -> None:
+            self._serve("HEAD")
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def _serve(self, method: str) -> None:
+            name = self.path.lstrip("/").split("?", 1)[0]
+            kind = server._decide(name, method)
+            if kind in ("404", "503"):
+                body = b"not found" if kind == "404" else b"slow down"
+                self.send_response(int(kind))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if method == "GET":
+                    self.wfile.write(body)
+                return
+            data = server.objects[name]
+            start, end = 0, len(data)
+            ranged = self.headers.get("Range", "")
+            if ranged.startswith("bytes="):
+                first, _, last = ranged[len("bytes="):].partition("-")
+                start = int(first or 0)
+                end = min(len(data), int(last) + 1) if last else len(data)
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(end - start))
+            self.end_headers()
+            if method == "HEAD":
+                return
+            body = data[start:end]
+            if kind == "reset":
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                # SO_LINGER 0: close() sends a TCP RST, a connection reset mid-body.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+                return
+            if kind == "stall":
+                self.wfile.write(body[:1024])
+                self.wfile.flush()
+                server._stop.wait(server.stall_s)
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    return Handler
