@@ -5,10 +5,13 @@ fails on purpose, drawn from a seeded generator, and counts what it did:
 
 - ``fail_fraction``: that fraction of requests answers 503 Service Unavailable;
 - ``reset_fraction``: that fraction of the other GETs sends its headers and half its body, then resets
-  the connection (TCP RST), so the client sees a cut mid-body;
+  the connection (TCP RST), so the client sees a cut mid-body; with ``reset_first`` the first GET of
+  every object is cut that way too, so every object meets at least one;
 - ``broken``: objects that always answer 503 (an outage that outlasts every retry);
 - ``stalled``: objects whose GET sends the first bytes and then nothing more, until the client gives
   up or ``stall_s`` passes (bounded, so a test cannot hang on the server);
+- ``poisoned``: objects whose GET kills the reading process (SIGKILL, found by its socket), like a
+  file that crashes the decoder or exhausts memory every time it is read;
 - a name that is not served answers 404.
 """
 
@@ -28,15 +31,20 @@ class FaultyServer:
 
     def __init__(self, objects: dict[str, bytes], fail_fraction: float = 0.0, reset_fraction: float = 0.0,
                  broken: frozenset[str] = frozenset(), stalled: frozenset[str] = frozenset(),
-                 stall_s: float = 30.0, seed: int = 0):
+                 poisoned: frozenset[str] = frozenset(), stall_s: float = 30.0, seed: int = 0,
+                 reset_first: bool = False):
         self.objects = dict(objects)
         self.fail_fraction = fail_fraction
         self.reset_fraction = reset_fraction
+        self.reset_first = reset_first
+        self._got: set[str] = set()
         self._random = random.Random(seed)
         self.broken = set(broken)
         self.stalled = set(stalled)
+        self.poisoned = set(poisoned)
+        self.killed: list[int] = []
         self.stall_s = stall_s
-        self.counts: Counter = Counter()  # ("503" | "reset" | "stall" | "ok" | "404", name) -> requests
+        self.counts: Counter = Counter()  # ("503" | "reset" | "stall" | "kill" | "ok" | "404", name) -> requests
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._server = _QuietServer(("127.0.0.1", 0), _handler(self))
@@ -68,10 +76,15 @@ class FaultyServer:
                 kind = "503"
             elif method == "GET" and name in self.stalled:
                 kind = "stall"
-            elif method == "GET" and self._random.random() < self.reset_fraction:
+            elif method == "GET" and name in self.poisoned:
+                kind = "kill"
+            elif method == "GET" and ((self.reset_first and name not in self._got)
+                                      or self._random.random() < self.reset_fraction):
                 kind = "reset"
             else:
                 kind = "ok"
+            if method == "GET":
+                self._got.add(name)
             self.counts[(kind, name)] += 1
             return kind
 
@@ -101,6 +114,12 @@ def _handler(server: FaultyServer):
         def _serve(self, method: str) -> None:
             name = self.path.lstrip("/").split("?", 1)[0]
             kind = server._decide(name, method)
+            if kind == "kill":
+                pid = kill_client(self.connection)
+                if pid is not None:
+                    server.killed.append(pid)
+                self.close_connection = True
+                return
             if kind in ("404", "503"):
                 body = b"not found" if kind == "404" else b"slow down"
                 self.send_response(int(kind))
@@ -149,3 +168,34 @@ def _handler(server: FaultyServer):
             self.wfile.write(body)
 
     return Handler
+
+
+def kill_client(connection: socket.socket) -> int | None:
+    """SIGKILL the local process at the other end of ``connection`` (a worker reading a poisoned
+    object): its port is looked up in /proc/net/tcp, the socket's inode in /proc/*/fd. Returns the
+    PID killed, or None when it is not found or is this very process."""
+    import os
+    import signal
+
+    port = connection.getpeername()[1]
+    inode = None
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port:
+                inode = fields[9]
+                break
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # gone, or not ours
+            continue
+        if target in links:
+            if int(pid) == os.getpid():
+                return None
+            os.kill(int(pid), signal.SIGKILL)
+            return int(pid)
+    return None

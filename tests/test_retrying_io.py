@@ -144,10 +144,10 @@ def test_a_read_that_raises_never_reaches_opencv(data_dir):
         if sys.argv[1] == "bare":
             count(Failing(ConnectionResetError()))
         policy = RetryPolicy(retries=2, base_delay_s=0.0, max_delay_s=0.0)
-        transient = RetryingReader(lambda: Failing(ConnectionResetError("reset")), policy)
+        transient = RetryingReader(lambda size: Failing(ConnectionResetError("reset")), policy)
         transient.start()
         print("transient", count(transient), transient.retries, transient.failure)
-        permanent = RetryingReader(lambda: Failing(PermissionError("denied")), policy)
+        permanent = RetryingReader(lambda size: Failing(PermissionError("denied")), policy)
         permanent.start()
         print("permanent", count(permanent), permanent.failure)
     """)

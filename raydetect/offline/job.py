@@ -332,7 +332,7 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     started = time.perf_counter()
     output = JobOutput(spec.output, spec.storage_options)
     summary = JobSummary(output=output.url())
-    inputs = list_inputs(spec.sources, spec.storage_options)
+    inputs = list_inputs(spec.sources, spec.storage_options, spec.shards.retry)
     summary.inputs = len(inputs)
     output.check_options({**spec.detection.result_options(), **_sampling_options(spec.shards)}, spec.overwrite)
     output.remove_temporaries()

@@ -220,8 +220,8 @@ def with_timeouts(protocol: str, storage_options: dict | None, timeout_s: float)
 class RetryingReader(io.BufferedIOBase):
     """A read-only, seekable file object over a remote object that never raises from ``read``/``seek``.
 
-    ``open_file()`` returns a fresh fsspec file object for the object (called again after each
-    transient failure, so a broken connection or a file object left in an unknown state is never
+    ``open_file(size)`` returns a fresh fsspec file object for the object (``size``: its length in
+    bytes once known, else None; called again after each transient failure, so a broken connection or a file object left in an unknown state is never
     reused); the position is tracked here, so a retry resumes at the exact byte offset.
 
     After :meth:`start` succeeds, ``size`` is the object's length in bytes. ``retries`` counts the
@@ -229,7 +229,7 @@ class RetryingReader(io.BufferedIOBase):
     ``read`` answer end-of-file early (``"HTTP 503 after 5 attempts"``).
     """
 
-    def __init__(self, open_file: Callable[[], object], policy: RetryPolicy):
+    def __init__(self, open_file: Callable[[int | None], object], policy: RetryPolicy):
         super().__init__()
         self._open_file = open_file
         self.policy = policy
@@ -244,7 +244,7 @@ class RetryingReader(io.BufferedIOBase):
         """Open the object and learn its size, retrying; raises StorageError (message without a
         location: the caller adds it) when that fails for good."""
         def first_open() -> int:
-            self._file = self._open_file()
+            self._file = self._open_file(None)
             return int(self._file.size)
 
         try:
@@ -312,7 +312,7 @@ class RetryingReader(io.BufferedIOBase):
         while got < wanted:
             try:
                 if self._file is None:
-                    self._file = self._open_file()
+                    self._file = self._open_file(self.size)
                 if self._file.tell() != self.position:
                     self._file.seek(self.position)
                 data = self._file.read(wanted - got)

@@ -137,7 +137,14 @@ def _remote_reader(location: str, storage_options: dict | None, retry: RetryPoli
                                                                      retry.timeout_s))
     except Exception as exc:  # unknown protocol, bad options: say which
         raise VideoError(f"{location}: cannot open ({type(exc).__name__}: {exc})") from exc
-    return RetryingReader(lambda: fs.open(path, "rb"), retry)
+    if _protocol(location) in _SIZED_OPENS:
+        # Re-opening with the size known saves the store a HEAD request (one less chance to fail).
+        return RetryingReader(lambda size: fs.open(path, "rb", **({"size": size} if size else {})), retry)
+    return RetryingReader(lambda size: fs.open(path, "rb"), retry)
+
+
+# fsspec filesystems whose open() takes the object's size.
+_SIZED_OPENS = ("http", "https", "s3", "s3a")
 
 
 def _protocol(location: str) -> str:
