@@ -25,13 +25,25 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
 from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
 from raydetect.offline.sources import VideoInput, list_inputs
 
 log = logging.getLogger("raydetect.offline.job")
 
-DECODER_MEMORY = 384 << 20  # a decode worker beside its chunks: Python, OpenCV, pyarrow, FFmpeg, one frame
+# What a decode worker needs, measured with benchmarks/decode_memory.py (figures in docs/benchmarks.md):
+DECODER_MEMORY = 160 << 20  # the worker beside its chunks: Ray, Python, OpenCV, pyarrow, FFmpeg
+CHUNK_COPIES = 7  # chunk-sized buffers alive at its peak: frames, the chunk's bytes, its Arrow block, freed pages
+MEMORY_HEADROOM = 1.25  # Ray Data warns when a worker's peak exceeds its declared memory / 1.25
+
+
+def decode_memory(chunk_bytes: int) -> int:
+    """Bytes a decode task declares to Ray: the decoder plus the chunk copies it holds at once, with
+    the headroom Ray Data checks for."""
+    return int(MEMORY_HEADROOM * (DECODER_MEMORY + CHUNK_COPIES * chunk_bytes))
+
+
 # Attempts after the first for a task or actor call whose worker died (a decoder crash on a hostile
 # file, the out-of-memory killer, a lost node). Ray Data's default retries forever, so an input that
 # always kills its worker would hold the job for ever; once these are spent, its video gets an error row.
@@ -137,8 +149,9 @@ class _DecodeStage:
 class DetectActor:
     """Ray Data actor: hosts one ChunkDetector (one FaceDetector), built once per actor."""
 
-    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None):
-        self.stage = ChunkDetector(options, dest, storage_options)
+    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None,
+                 retry: RetryPolicy | None = None):
+        self.stage = ChunkDetector(options, dest, storage_options, retry)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = [self.stage.process(_record(batch, i)) for i in range(batch.num_rows)]
@@ -205,16 +218,11 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     dataset = dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow",
                                   max_retries=WORKER_RETRIES)
     dataset = dataset.repartition(target_num_rows_per_block=1)
-    # A decode task holds the chunk it fills and the one it hands over, plus the decoder. Declaring
-    # that memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps
-    # with equal remote arguments): fused, shards would be decoded inside the detector actors, one
-    # after another, even when the decode CPUs equal the actors'.
-    decode_memory = 2 * shards.chunk_bytes + DECODER_MEMORY
-    dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus, memory=decode_memory,
-                               max_retries=WORKER_RETRIES)
+    dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus)
     dataset = dataset.map_batches(
         DetectActor,
-        fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options},
+        fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options,
+                               "retry": spec.shards.retry},
         batch_size=1,
         batch_format="pyarrow",  # pixel bytes reach the detector without a copy
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
@@ -225,10 +233,31 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
         max_restarts=-1,
         max_task_retries=WORKER_RETRIES,
     )
-    # A task whose retries are spent loses its block instead of aborting the job: the driver sees
-    # that video's chunks missing and gives it an error row (see run_job).
-    dataset.context.max_errored_blocks = -1
+    configure_context(dataset.context, shards.chunk_bytes)
     return dataset
+
+
+def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float):
+    """``dataset`` (one shard per row) -> its chunk rows, decoded by Ray tasks of ``decode_cpus`` CPUs.
+
+    A decode task holds the chunk it fills, the one it hands over and the decoder. Declaring that
+    memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps with
+    equal remote arguments): fused, shards would be decoded inside the detector actors, one after
+    another, even when the decode CPUs equal the actors'."""
+    return dataset.flat_map(_DecodeStage(shards), num_cpus=decode_cpus, memory=decode_memory(shards.chunk_bytes),
+                            max_retries=WORKER_RETRIES)
+
+
+def configure_context(context, chunk_bytes: int) -> None:
+    """Ray Data settings of the job's dataset (``context``: its ``DataContext``).
+
+    - Every full chunk is a block of its own: by default Ray Data gathers a task's rows into blocks of
+      up to 128 MiB, so a decode task would hold several chunks, and their Arrow copy, before handing
+      any over (the memory the decoders declare counts two chunks).
+    - A task whose retries are spent loses its block instead of aborting the job: the driver sees
+      that video's chunks missing and gives it an error row (see run_job)."""
+    context.target_max_block_size = max(1, chunk_bytes // 2)
+    context.max_errored_blocks = -1
 
 
 def _replace(obj, **changes):
@@ -330,7 +359,7 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     if ray is None:
         import ray
     started = time.perf_counter()
-    output = JobOutput(spec.output, spec.storage_options)
+    output = JobOutput(spec.output, spec.storage_options, spec.shards.retry)
     summary = JobSummary(output=output.url())
     inputs = list_inputs(spec.sources, spec.storage_options, spec.shards.retry)
     summary.inputs = len(inputs)
