@@ -10,7 +10,7 @@ DEST: a local folder or fsspec URL; it receives faces/ (one row per face) and vi
 input). Without SOURCE, the bundled sample video is processed into ./quickstart-output.
 
 Exit status: 0 when every input succeeded, 3 when some failed (their rows in DEST/videos say why),
-2 for bad options or sources.
+2 for bad options or sources. With --dry-run: 0, or 3 when some inputs cannot be probed.
 """
 
 from __future__ import annotations
@@ -128,6 +128,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     parser.add_argument("--overwrite", action="store_true", help="redo every input, replacing DEST's results")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="list and probe the inputs (as Ray tasks, decoding no frame) and print the videos, sampled frames, "
+             "shards, expected detector time and output size, and the inputs that cannot be probed; "
+             "writes nothing under DEST",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
 
 
@@ -233,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quiet:
         DataContext.get_current().enable_progress_bars = False
+    if args.dry_run:
+        return _dry_run(spec, ray)
     try:
         summary = run_job(spec, ray)
     except (ValueError, RaydetectError) as exc:  # sources that cannot be listed, DEST with other options
@@ -240,6 +248,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(summary.text())
     return summary.exit_status
+
+
+def _dry_run(spec, ray) -> int:
+    from raydetect.errors import RaydetectError
+    from raydetect.offline.job import dry_run
+
+    try:
+        result = dry_run(spec, ray, log=lambda message: print(message, file=sys.stderr))
+    except (ValueError, RaydetectError) as exc:
+        print(f"raydetect detect: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.text())
+    return 3 if result.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,13 +18,16 @@ faces of a failed video are removed. See :mod:`raydetect.offline.output` for the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.offline.estimate import JobEstimate, add_detector_time, estimate
 from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
 from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
@@ -202,6 +205,33 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     import ray.data
 
     actors, gpus_per_actor, cpus_per_actor, threads, device = _resources(spec.resources, ray)
+    detection, shards = _stage_options(spec, device, threads)
+    dataset = _planned_shards(todo, shards, ray)
+    # One shard per block, so every shard of a long video is its own decode task. The repartition
+    # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
+    dataset = dataset.repartition(target_num_rows_per_block=1)
+    dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus)
+    with _remote_args_allowed():
+        dataset = dataset.map_batches(
+            DetectActor,
+            fn_constructor_kwargs={"options": detection, "dest": spec.output,
+                                   "storage_options": spec.storage_options, "retry": spec.shards.retry},
+            batch_size=1,
+            batch_format="pyarrow",  # pixel bytes reach the detector without a copy
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+            num_gpus=gpus_per_actor,
+            num_cpus=cpus_per_actor,
+            # A dead actor is always replaced (a preempted node is no reason to stop), but the chunk
+            # it held is retried only so often.
+            max_restarts=-1,
+            max_task_retries=WORKER_RETRIES,
+        )
+    configure_context(dataset.context, shards.chunk_bytes)
+    return dataset
+
+
+def _stage_options(spec: JobSpec, device: str, threads: int | None) -> tuple[DetectionOptions, ShardOptions]:
+    """The detection and shard options of the stages, completed for ``device``."""
     detection = spec.detection
     if detection.device is None or (device == "cpu" and detection.device.startswith("cuda")):
         detection = _replace(detection, device=device)
@@ -210,31 +240,27 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     shards = _replace(spec.shards, keep_full_frames=detection.crops, max_side=detection.max_side,
                       storage_options=spec.storage_options,
                       chunk_bytes=spec.shards.chunk_bytes or CHUNK_BYTES[device])
+    return detection, shards
+
+
+def _planned_shards(todo: list[VideoInput], shards: ShardOptions, ray):
+    """The dataset of ``todo``'s shard rows: every input probed by a Ray task (none on the driver)."""
+    import ray.data
 
     items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
-    # One shard per block, so every shard of a long video is its own decode task. The repartition
-    # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
-    dataset = dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow",
-                                  max_retries=WORKER_RETRIES)
-    dataset = dataset.repartition(target_num_rows_per_block=1)
-    dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus)
-    dataset = dataset.map_batches(
-        DetectActor,
-        fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options,
-                               "retry": spec.shards.retry},
-        batch_size=1,
-        batch_format="pyarrow",  # pixel bytes reach the detector without a copy
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-        num_gpus=gpus_per_actor,
-        num_cpus=cpus_per_actor,
-        # A dead actor is always replaced (a preempted node is no reason to stop), but the chunk it
-        # held is retried only so often.
-        max_restarts=-1,
-        max_task_retries=WORKER_RETRIES,
-    )
-    configure_context(dataset.context, shards.chunk_bytes)
-    return dataset
+    with _remote_args_allowed():
+        return dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow",
+                                   max_retries=WORKER_RETRIES)
+
+
+@contextlib.contextmanager
+def _remote_args_allowed():
+    """Ray 2.60 names no parameter for task retries: free-form remote arguments (``max_retries``,
+    ``max_task_retries``) are still the way, and would print a deprecation warning to users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+        yield
 
 
 def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float):
@@ -244,8 +270,9 @@ def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float):
     memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps with
     equal remote arguments): fused, shards would be decoded inside the detector actors, one after
     another, even when the decode CPUs equal the actors'."""
-    return dataset.flat_map(_DecodeStage(shards), num_cpus=decode_cpus, memory=decode_memory(shards.chunk_bytes),
-                            max_retries=WORKER_RETRIES)
+    with _remote_args_allowed():
+        return dataset.flat_map(_DecodeStage(shards), num_cpus=decode_cpus,
+                                memory=decode_memory(shards.chunk_bytes), max_retries=WORKER_RETRIES)
 
 
 def configure_context(context, chunk_bytes: int) -> None:
@@ -414,6 +441,36 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     output.ensure_readable_faces(spec.detection.crops)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message: None) -> JobEstimate:
+    """List and probe the inputs (probes run as Ray tasks, decoding nothing) and estimate the job's
+    work, detector time and output; writes nothing under DEST. Inputs DEST already holds as done
+    are left out, as the job would. ``calibrate``: add the detector time from ``raydetect plan``'s
+    calibration of this machine (measured and cached on first use)."""
+    if ray is None:
+        import ray
+    inputs = list_inputs(spec.sources, spec.storage_options, spec.shards.retry)
+    output = JobOutput(spec.output, spec.storage_options, spec.shards.retry)
+    finished = output.finished_videos()  # reads only
+    todo = [item for item in inputs if finished.get(item.video) != "ok"]
+    _, _, _, threads, device = _resources(spec.resources, ray)
+    detection, shards = _stage_options(spec, device, threads)
+    columns = ["video", "error", "frame_count", "fps", "width", "height"]
+    rows = list(_planned_shards(todo, shards, ray).select_columns(columns).iter_rows()) if todo else []
+    result = estimate(rows, len(todo), shards, crops=detection.crops, crop_size=detection.crop_size)
+    result.skipped = len(inputs) - len(todo)
+    if calibrate and result.sampled:
+        from raydetect.tuning.calibration import load_or_measure
+
+        try:
+            calibration, _, _ = load_or_measure(detection.device, log=log)
+        except Exception as exc:  # e.g. a GPU estimate asked on a driver without one
+            log(f"no detector time: cannot calibrate {detection.device} here ({type(exc).__name__}: {exc}); "
+                f"run `raydetect plan --device {detection.device}` on such a machine first")
+        else:
+            add_detector_time(result, calibration, detection.min_face_size, detection.scale_factor)
+    return result
 
 
 def _sampling_options(shards: ShardOptions) -> dict:

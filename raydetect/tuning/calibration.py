@@ -271,7 +271,7 @@ def load_sample_frames(count: int) -> list[np.ndarray]:
     """``count`` RGB frames spread over the bundled sample video (raydetect/data/sample.mp4)."""
     import cv2
 
-    path = Path(__file__).resolve().parent / "data" / "sample.mp4"
+    path = Path(__file__).resolve().parent.parent / "data" / "sample.mp4"
     capture = cv2.VideoCapture(str(path))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or count
     wanted = set(np.linspace(0, total - 1, count).astype(int).tolist())
