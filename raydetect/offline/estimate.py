@@ -22,8 +22,8 @@ from raydetect.offline.video import VideoInfo
 
 # Parquet bytes of one face row without its crop, and of a 224-pixel JPEG crop at quality 90, both
 # measured on the bundled sample's output (docs/accuracy.md, "Dry-run estimate").
-FACE_ROW_BYTES = 60
-CROP_BYTES_224_Q90 = 9_000
+FACE_ROW_BYTES = 100
+CROP_BYTES_224_Q90 = 6_700
 
 
 @dataclass
