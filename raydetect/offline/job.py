@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ def decode_memory(chunk_bytes: int) -> int:
     the headroom Ray Data checks for."""
     return int(MEMORY_HEADROOM * (DECODER_MEMORY + CHUNK_COPIES * chunk_bytes))
 
+
+PROBES_PER_TASK = 16  # inputs a planning task probes (one after another)
 
 # Attempts after the first for a task or actor call whose worker died (a decoder crash on a hostile
 # file, the out-of-memory killer, a lost node). Ray Data's default retries forever, so an input that
@@ -248,7 +251,9 @@ def _planned_shards(todo: list[VideoInput], shards: ShardOptions, ray):
     import ray.data
 
     items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
+    # A planning task hands its shards on when it has probed all its inputs: few inputs per task let
+    # decoding and detection start after the first few probes, not after 1/256 of a large manifest.
+    dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / PROBES_PER_TASK)))
     with _remote_args_allowed():
         return dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow",
                                    max_retries=WORKER_RETRIES)
