@@ -122,7 +122,9 @@ def main() -> None:
         for kind, arg in (("job", manifest), ("skip", str(rows))):
             dest = os.path.join(args.workdir, f"dest-{kind}-{rows}-{time.time_ns()}")
             done = subprocess.run([sys.executable, __file__, "--child", kind, arg, dest], capture_output=True,
-                                  text=True, check=True)
+                                  text=True)
+            if done.returncode != 0:
+                sys.exit(f"{kind} with {rows} rows failed:\n{done.stderr[-3000:]}")
             figures[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         job, skip = figures["job"], figures["skip"]
         print(f"| {rows:,} | {job['list_s']:.2f} | {job['first_detection_s']:.1f} | {job['peak_mib']:.0f} | "
