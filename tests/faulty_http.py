@@ -199,3 +199,101 @@ def kill_client(connection: socket.socket) -> int | None:
             os.kill(int(pid), signal.SIGKILL)
             return int(pid)
     return None
+
+
+class FaultyProxy:
+    """A reverse proxy on 127.0.0.1 in front of an HTTP server (the tests' moto S3) that answers a seeded
+    ``fail_fraction`` of requests with S3's ``503 SlowDown`` instead of forwarding them, and cuts a
+    ``reset_fraction`` of the forwarded responses mid-body. ``url`` is its endpoint."""
+
+    def __init__(self, upstream: str, fail_fraction: float = 0.0, reset_fraction: float = 0.0, seed: int = 0):
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        self.upstream = (target.hostname, target.port)
+        self.fail_fraction = fail_fraction
+        self.reset_fraction = reset_fraction
+        self.counts: Counter = Counter()  # ("503" | "reset" | "ok", method) -> requests
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._server = _QuietServer(("127.0.0.1", 0), _proxy_handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _decide(self, method: str) -> str:
+        with self._lock:
+            draw = self._random.random()
+            kind = "503" if draw < self.fail_fraction else (
+                "reset" if draw < self.fail_fraction + self.reset_fraction else "ok")
+            self.counts[(kind, method)] += 1
+            return kind
+
+    def __enter__(self) -> "FaultyProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+_SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+              b'<Message>Please reduce your request rate.</Message></Error>')
+
+
+def _proxy_handler(proxy: FaultyProxy):
+    import http.client
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            kind = proxy._decide(self.command)
+            if kind == "503":
+                self.send_response(503)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(_SLOW_DOWN)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(_SLOW_DOWN)
+                return
+            upstream = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+            finally:
+                upstream.close()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                    self.send_header(key, value)
+            length = response.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length or str(len(data)))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            if kind == "reset" and len(data) > 1:
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+                return
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+    return Handler

@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from faulty_http import FaultyServer
@@ -161,3 +162,46 @@ def test_a_read_that_raises_never_reaches_opencv(data_dir):
     name, frames, retries, failure = transient.split(" ", 3)
     assert (frames, failure) == ("24", "None") and int(retries) > 0
     assert permanent.startswith("permanent ") and "permission denied (reading byte" in permanent
+
+
+def test_listing_reading_and_writing_dest_through_a_failing_s3(s3_server, data_dir):
+    """moto's S3 behind a proxy that answers 503 SlowDown to a fifth of the requests and cuts a tenth of
+    the responses: the listing, probing and every DEST write and read come through, each written file is
+    complete, and no temporary file is left that a reader could take for a result."""
+    import fsspec
+    import pyarrow as pa
+
+    from faulty_http import FaultyProxy
+    from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput
+    from raydetect.offline.sources import list_inputs
+
+    direct = fsspec.filesystem("s3", **s3_server)
+    direct.mkdir("faulty-bucket")
+    for name in (CROWD, HAMILTON):
+        direct.pipe(f"faulty-bucket/videos/{name}", (data_dir / name).read_bytes())
+    patient = RetryPolicy(retries=8, base_delay_s=0.01, max_delay_s=0.05, timeout_s=5.0)
+    with FaultyProxy(s3_server["client_kwargs"]["endpoint_url"], fail_fraction=0.2, reset_fraction=0.1,
+                     seed=5) as proxy:
+        # botocore's and s3fs's own retries off: the project's retries must do the work (and fast).
+        options = {**s3_server, "client_kwargs": {**s3_server["client_kwargs"], "endpoint_url": proxy.url},
+                   "config_kwargs": {"retries": {"max_attempts": 1, "mode": "standard"}},
+                   "skip_instance_cache": True}
+        inputs = list_inputs(["s3://faulty-bucket/videos/"], options, patient)
+        assert sorted(i.video for i in inputs) == [f"s3://faulty-bucket/videos/{n}" for n in sorted((CROWD, HAMILTON))]
+        assert probe(f"s3://faulty-bucket/videos/{HAMILTON}", options, patient).frame_count == 45
+
+        output = JobOutput("s3://faulty-bucket/dest", options, patient)
+        written = {}
+        for part in range(6):
+            rows = [{"video": f"v{part}-{i}.mp4", "status": "ok", "faces": i} for i in range(50)]
+            written[f"part-{part:02d}.parquet"] = pa.Table.from_pylist(rows, schema=VIDEO_SCHEMA)
+            output.write_table(written[f"part-{part:02d}.parquet"], VIDEOS, f"part-{part:02d}.parquet")
+        assert len(output.finished_videos()) == 6 * 50
+    assert proxy.counts[("503", "PUT")] + proxy.counts[("503", "GET")] > 0
+
+    JobOutput("s3://faulty-bucket/dest", s3_server).remove_temporaries()  # what the next run does first
+    names = sorted(p.rsplit("/", 1)[1] for p in direct.ls("faulty-bucket/dest/videos", refresh=True))
+    assert names == sorted(written)
+    for name, table in written.items():
+        with direct.open(f"faulty-bucket/dest/videos/{name}", "rb") as stream:
+            assert pq.read_table(stream).equals(table)
