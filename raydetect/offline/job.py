@@ -89,6 +89,7 @@ class JobSpec:
     overwrite: bool = False
     storage_options: dict | None = None
     flush_seconds: float = 30.0  # write finished videos' rows at least this often
+    worker_retries: int = WORKER_RETRIES  # attempts after the first of a task whose worker died
     progress_seconds: float = 10.0
 
 
@@ -203,17 +204,18 @@ def _resources(spec: Resources, ray) -> tuple[int, float, float, int | None, str
     return actors, 0.0, cpus_per_actor, threads, "cpu"
 
 
-def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
-    """The Ray Dataset of accounting records for ``todo`` (lazy: nothing runs until iterated)."""
+def build_dataset(spec: JobSpec, todo: list[VideoInput], ray, probes_per_task: int = PROBES_PER_TASK):
+    """The Ray Dataset of accounting records for ``todo`` (lazy: nothing runs until iterated);
+    ``probes_per_task``: inputs each planning task probes."""
     import ray.data
 
     actors, gpus_per_actor, cpus_per_actor, threads, device = _resources(spec.resources, ray)
     detection, shards = _stage_options(spec, device, threads)
-    dataset = _planned_shards(todo, shards, ray)
+    dataset = _planned_shards(todo, shards, ray, probes_per_task, spec.worker_retries)
     # One shard per block, so every shard of a long video is its own decode task. The repartition
     # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
     dataset = dataset.repartition(target_num_rows_per_block=1)
-    dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus)
+    dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus, spec.worker_retries)
     with _remote_args_allowed():
         dataset = dataset.map_batches(
             DetectActor,
@@ -227,7 +229,7 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
             # A dead actor is always replaced (a preempted node is no reason to stop), but the chunk
             # it held is retried only so often.
             max_restarts=-1,
-            max_task_retries=WORKER_RETRIES,
+            max_task_retries=spec.worker_retries,
         )
     configure_context(dataset.context, shards.chunk_bytes)
     return dataset
@@ -246,17 +248,17 @@ def _stage_options(spec: JobSpec, device: str, threads: int | None) -> tuple[Det
     return detection, shards
 
 
-def _planned_shards(todo: list[VideoInput], shards: ShardOptions, ray):
+def _planned_shards(todo: list[VideoInput], shards: ShardOptions, ray, probes_per_task: int = PROBES_PER_TASK,
+                    retries: int = WORKER_RETRIES):
     """The dataset of ``todo``'s shard rows: every input probed by a Ray task (none on the driver)."""
     import ray.data
 
     items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
     # A planning task hands its shards on when it has probed all its inputs: few inputs per task let
     # decoding and detection start after the first few probes, not after 1/256 of a large manifest.
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / PROBES_PER_TASK)))
+    dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / probes_per_task)))
     with _remote_args_allowed():
-        return dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow",
-                                   max_retries=WORKER_RETRIES)
+        return dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow", max_retries=retries)
 
 
 @contextlib.contextmanager
@@ -268,8 +270,9 @@ def _remote_args_allowed():
         yield
 
 
-def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float):
-    """``dataset`` (one shard per row) -> its chunk rows, decoded by Ray tasks of ``decode_cpus`` CPUs.
+def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float, retries: int = WORKER_RETRIES):
+    """``dataset`` (one shard per row) -> its chunk rows, decoded by Ray tasks of ``decode_cpus`` CPUs,
+    each retried ``retries`` times when its worker dies.
 
     A decode task holds the chunk it fills, the one it hands over and the decoder. Declaring that
     memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps with
@@ -277,7 +280,7 @@ def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float):
     another, even when the decode CPUs equal the actors'."""
     with _remote_args_allowed():
         return dataset.flat_map(_DecodeStage(shards), num_cpus=decode_cpus,
-                                memory=decode_memory(shards.chunk_bytes), max_retries=WORKER_RETRIES)
+                                memory=decode_memory(shards.chunk_bytes), max_retries=retries)
 
 
 def configure_context(context, chunk_bytes: int) -> None:
@@ -408,31 +411,32 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
 
     states = {item.video: _VideoState(item) for item in todo}
     rows = _VideoRows(output, run_id=time.strftime("%Y%m%d-%H%M%S") + f"-{int(started * 1000) % 100000:05d}")
-    last_flush = last_progress = time.perf_counter()
-    if todo:
-        dataset = build_dataset(spec, todo, ray)
+    timers = dict.fromkeys(("flush", "progress"), time.perf_counter())
+    passes = [(todo, PROBES_PER_TASK)] if todo else []
+    while passes:
+        videos, probes_per_task = passes.pop()
         try:
-            for record in dataset.iter_rows():
+            for record in build_dataset(spec, videos, ray, probes_per_task).iter_rows():
                 state = states[record["video"]]
                 if state.add(record) and state.complete and not state.error:
                     rows.add(state.row())
                     _count(summary, state)
-                now = time.perf_counter()
-                if now - last_flush >= spec.flush_seconds:
-                    rows.flush()
-                    last_flush = now
-                if now - last_progress >= spec.progress_seconds:
-                    _log_progress(states, now - started)
-                    last_progress = now
+                _tick(spec, states, rows, timers, started)
         except BaseException:
             rows.flush()  # keep what finished: a re-run skips it
             raise
+        # A planning task probes several inputs: one that kills its worker at every attempt takes the
+        # others down with it. Inputs that never reported get a second pass, one input per task.
+        unheard = [s.item for s in states.values() if s.num_shards is None and s.error is None]
+        if unheard and probes_per_task > 1:
+            log.info("%d inputs lost with a planning task that kept failing: probing them one per task", len(unheard))
+            passes.append((unheard, 1))
     # Every writer is done: drop the faces of failed videos, then record their rows.
     rows.flush()
     for state in states.values():
         if not state.complete and state.error is None:
             state.error = (
-                f"{state.item.video}: incomplete: a task working on it failed {WORKER_RETRIES + 1} times "
+                f"{state.item.video}: incomplete: a task working on it failed {spec.worker_retries + 1} times "
                 "(its worker died: a decoder crash, out of memory or a lost node; see the Ray worker logs)"
             )
     output.remove_faces_of({video_key(s.item.video) for s in states.values() if s.error})
@@ -462,7 +466,10 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
     _, _, _, threads, device = _resources(spec.resources, ray)
     detection, shards = _stage_options(spec, device, threads)
     columns = ["video", "error", "frame_count", "fps", "width", "height"]
-    rows = list(_planned_shards(todo, shards, ray).select_columns(columns).iter_rows()) if todo else []
+    rows = []
+    if todo:
+        planned = _planned_shards(todo, shards, ray, retries=spec.worker_retries)
+        rows = list(planned.select_columns(columns).iter_rows())
     result = estimate(rows, len(todo), shards, crops=detection.crops, crop_size=detection.crop_size)
     result.skipped = len(inputs) - len(todo)
     if calibrate and result.sampled:
@@ -476,6 +483,17 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
         else:
             add_detector_time(result, calibration, detection.min_face_size, detection.scale_factor)
     return result
+
+
+def _tick(spec: JobSpec, states: dict, rows: "_VideoRows", timers: dict, started: float) -> None:
+    """Flush finished rows and log progress when their intervals have passed."""
+    now = time.perf_counter()
+    if now - timers["flush"] >= spec.flush_seconds:
+        rows.flush()
+        timers["flush"] = now
+    if now - timers["progress"] >= spec.progress_seconds:
+        _log_progress(states, now - started)
+        timers["progress"] = now
 
 
 def _sampling_options(shards: ShardOptions) -> dict:
