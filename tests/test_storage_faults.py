@@ -7,15 +7,12 @@ must get an error row that says what happened, and no worker may crash except th
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
-import fsspec
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from faulty_http import FaultyServer
 from raydetect.offline.chunk_detection import DetectionOptions
