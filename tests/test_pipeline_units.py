@@ -145,6 +145,7 @@ def test_a_chunk_without_faces_writes_no_file(detector_stage, tmp_path):
         "shard_number": 0, "chunk_index": 0, "last_chunk": True, "frames_read": 2, "frame_count": 2, "fps": 25.0,
         "width": 64, "height": 48, "frame_height": 48, "frame_width": 64, "scale_x": 1.0, "scale_y": 1.0,
         "frame_indices": np.arange(2, dtype=np.int64).tobytes(), "pixels": bytes(2 * 48 * 64 * 3), "seconds": 0.0,
+        "io_retries": 0,
     }
     stage = ChunkDetector(DetectionOptions(**FAST), str(tmp_path))
     result = stage.process(record)
@@ -285,7 +286,7 @@ def test_a_video_is_complete_when_every_chunk_of_every_shard_reported_once():
     def record(shard, chunk, last, faces=1, error=""):
         return {"shard_number": shard, "num_shards": 2, "chunk_index": chunk, "last_chunk": last, "error": error,
                 "frames_read": 3, "frames_detected": 1, "faces": faces, "seconds": 0.5, "frame_count": 6,
-                "fps": 25.0, "width": 64, "height": 48}
+                "fps": 25.0, "width": 64, "height": 48, "io_retries": 2 if last else 0}
 
     state = _VideoState(VideoInput("v.mp4"))
     assert state.add(record(1, 1, True)) and not state.complete  # out of order: shard 1's last chunk first
@@ -293,6 +294,7 @@ def test_a_video_is_complete_when_every_chunk_of_every_shard_reported_once():
     assert not state.add(record(0, 0, True))  # a chunk redone after an actor restart counts once
     assert state.add(record(1, 0, False)) and state.complete
     assert state.row()["faces"] == 3 and state.row()["frames_decoded"] == 9 and state.row()["status"] == "ok"
+    assert state.row()["io_retries"] == 4  # each shard's last chunk carries its storage retries
 
     failed = _VideoState(VideoInput("w.mp4", "FAKE"))
     failed.add(record(0, 0, True))

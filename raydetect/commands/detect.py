@@ -10,7 +10,7 @@ DEST: a local folder or fsspec URL; it receives faces/ (one row per face) and vi
 input). Without SOURCE, the bundled sample video is processed into ./quickstart-output.
 
 Exit status: 0 when every input succeeded, 3 when some failed (their rows in DEST/videos say why),
-2 for bad options or sources.
+2 for bad options or sources. With --dry-run: 0, or 3 when some inputs cannot be probed.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import sys
 
 from raydetect.core.batching import WorkBudget
 from raydetect.commands.detector_args import add_detector_arguments
+from raydetect.offline.retrying_io import RetryPolicy
 
 QUICKSTART_OUTPUT = "quickstart-output"
 
@@ -112,7 +113,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--budget-images", type=_positive_int, metavar="N",
                         help=f"frames per micro-batch at most (CPU default {cpu.max_images})")
 
+    storage = parser.add_argument_group("storage faults")
+    default_retry = RetryPolicy()
+    storage.add_argument(
+        "--io-retries", type=_non_negative_int, default=default_retry.retries, metavar="N",
+        help="retries of a transient storage failure (HTTP 5xx, throttling, a reset connection, a timeout) "
+             f"with exponential backoff and jitter; 404, 403 and corrupt files are not retried (default "
+             f"{default_retry.retries})",
+    )
+    storage.add_argument(
+        "--io-timeout", type=_positive_float, default=default_retry.timeout_s, metavar="SECONDS",
+        help=f"a storage connection or read that makes no progress for this long fails and is retried "
+             f"(default {default_retry.timeout_s:g})",
+    )
+
     parser.add_argument("--overwrite", action="store_true", help="redo every input, replacing DEST's results")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="list and probe the inputs (as Ray tasks, decoding no frame) and print the videos, sampled frames, "
+             "shards, expected detector time and output size, and the inputs that cannot be probed; "
+             "writes nothing under DEST",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
 
 
@@ -170,6 +191,7 @@ def job_spec(args: argparse.Namespace):
         sampling=Sampling(every=args.every, fps=args.fps, count=args.frames_per_video),
         max_side=args.max_side,
         chunk_bytes=args.chunk_mib << 20 if args.chunk_mib else None,
+        retry=RetryPolicy(retries=args.io_retries, timeout_s=args.io_timeout),
     )
     resources = Resources(
         actors=args.actors,
@@ -217,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quiet:
         DataContext.get_current().enable_progress_bars = False
+    if args.dry_run:
+        return _dry_run(spec, ray)
     try:
         summary = run_job(spec, ray)
     except (ValueError, RaydetectError) as exc:  # sources that cannot be listed, DEST with other options
@@ -224,6 +248,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(summary.text())
     return summary.exit_status
+
+
+def _dry_run(spec, ray) -> int:
+    from raydetect.errors import RaydetectError
+    from raydetect.offline.job import dry_run
+
+    try:
+        result = dry_run(spec, ray, log=lambda message: print(message, file=sys.stderr))
+    except (ValueError, RaydetectError) as exc:
+        print(f"raydetect detect: error: {exc}", file=sys.stderr)
+        return 2
+    print(result.text())
+    return 3 if result.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,6 +278,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
     return value
 
 

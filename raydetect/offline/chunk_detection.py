@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from raydetect.core.crops import face_crops
 from raydetect.offline.output import JobOutput, face_schema
+from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.core.results import Detections
 from raydetect.offline.shards import chunk_frames, frame_indices
 from raydetect.offline.video import fit_max_side
@@ -25,7 +26,7 @@ from raydetect.offline.video import fit_max_side
 # Fields of a chunk record passed on unchanged to the driver.
 ACCOUNTING_FIELDS = (
     "video", "key", "error", "shard_index", "num_shards", "shard_number", "chunk_index",
-    "last_chunk", "frames_read", "frame_count", "fps", "width", "height",
+    "last_chunk", "frames_read", "frame_count", "fps", "width", "height", "io_retries",
 )
 
 
@@ -74,7 +75,8 @@ class DetectionOptions:
 class ChunkDetector:
     """Detect, crop and write the faces of chunk records (see :mod:`raydetect.offline.shards`)."""
 
-    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None = None):
+    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None = None,
+                 retry: RetryPolicy | None = None):
         import torch
 
         from raydetect.core.batching import WorkBudget
@@ -95,7 +97,7 @@ class ChunkDetector:
             precision=options.precision,
             compile=options.compile,
         )
-        self.output = JobOutput(dest, storage_options)
+        self.output = JobOutput(dest, storage_options, retry or RetryPolicy())
         self.schema = face_schema(options.crops)
 
     def process(self, record: dict) -> dict:

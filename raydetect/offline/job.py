@@ -18,20 +18,42 @@ faces of a failed video are removed. See :mod:`raydetect.offline.output` for the
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.offline.estimate import JobEstimate, add_detector_time, estimate
+from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
 from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
 from raydetect.offline.sources import VideoInput, list_inputs
 
 log = logging.getLogger("raydetect.offline.job")
 
-DECODER_MEMORY = 384 << 20  # a decode worker beside its chunks: Python, OpenCV, pyarrow, FFmpeg, one frame
+# What a decode worker needs, measured with benchmarks/decode_memory.py (figures in docs/benchmarks.md):
+DECODER_MEMORY = 160 << 20  # the worker beside its chunks: Ray, Python, OpenCV, pyarrow, FFmpeg
+CHUNK_COPIES = 7  # chunk-sized buffers alive at its peak: frames, the chunk's bytes, its Arrow block, freed pages
+MEMORY_HEADROOM = 1.25  # Ray Data warns when a worker's peak exceeds its declared memory / 1.25
+
+
+def decode_memory(chunk_bytes: int) -> int:
+    """Bytes a decode task declares to Ray: the decoder plus the chunk copies it holds at once, with
+    the headroom Ray Data checks for."""
+    return int(MEMORY_HEADROOM * (DECODER_MEMORY + CHUNK_COPIES * chunk_bytes))
+
+
+PROBES_PER_TASK = 16  # inputs a planning task probes (one after another)
+
+# Attempts after the first for a task or actor call whose worker died (a decoder crash on a hostile
+# file, the out-of-memory killer, a lost node). Ray Data's default retries forever, so an input that
+# always kills its worker would hold the job for ever; once these are spent, its video gets an error row.
+WORKER_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -67,6 +89,7 @@ class JobSpec:
     overwrite: bool = False
     storage_options: dict | None = None
     flush_seconds: float = 30.0  # write finished videos' rows at least this often
+    worker_retries: int = WORKER_RETRIES  # attempts after the first of a task whose worker died
     progress_seconds: float = 10.0
 
 
@@ -133,8 +156,9 @@ class _DecodeStage:
 class DetectActor:
     """Ray Data actor: hosts one ChunkDetector (one FaceDetector), built once per actor."""
 
-    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None):
-        self.stage = ChunkDetector(options, dest, storage_options)
+    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None,
+                 retry: RetryPolicy | None = None):
+        self.stage = ChunkDetector(options, dest, storage_options, retry)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = [self.stage.process(_record(batch, i)) for i in range(batch.num_rows)]
@@ -180,11 +204,39 @@ def _resources(spec: Resources, ray) -> tuple[int, float, float, int | None, str
     return actors, 0.0, cpus_per_actor, threads, "cpu"
 
 
-def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
-    """The Ray Dataset of accounting records for ``todo`` (lazy: nothing runs until iterated)."""
+def build_dataset(spec: JobSpec, todo: list[VideoInput], ray, probes_per_task: int = PROBES_PER_TASK):
+    """The Ray Dataset of accounting records for ``todo`` (lazy: nothing runs until iterated);
+    ``probes_per_task``: inputs each planning task probes."""
     import ray.data
 
     actors, gpus_per_actor, cpus_per_actor, threads, device = _resources(spec.resources, ray)
+    detection, shards = _stage_options(spec, device, threads)
+    dataset = _planned_shards(todo, shards, ray, probes_per_task, spec.worker_retries)
+    # One shard per block, so every shard of a long video is its own decode task. The repartition
+    # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
+    dataset = dataset.repartition(target_num_rows_per_block=1)
+    dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus, spec.worker_retries)
+    with _remote_args_allowed():
+        dataset = dataset.map_batches(
+            DetectActor,
+            fn_constructor_kwargs={"options": detection, "dest": spec.output,
+                                   "storage_options": spec.storage_options, "retry": spec.shards.retry},
+            batch_size=1,
+            batch_format="pyarrow",  # pixel bytes reach the detector without a copy
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+            num_gpus=gpus_per_actor,
+            num_cpus=cpus_per_actor,
+            # A dead actor is always replaced (a preempted node is no reason to stop), but the chunk
+            # it held is retried only so often.
+            max_restarts=-1,
+            max_task_retries=spec.worker_retries,
+        )
+    configure_context(dataset.context, shards.chunk_bytes)
+    return dataset
+
+
+def _stage_options(spec: JobSpec, device: str, threads: int | None) -> tuple[DetectionOptions, ShardOptions]:
+    """The detection and shard options of the stages, completed for ``device``."""
     detection = spec.detection
     if detection.device is None or (device == "cpu" and detection.device.startswith("cuda")):
         detection = _replace(detection, device=device)
@@ -193,29 +245,54 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     shards = _replace(spec.shards, keep_full_frames=detection.crops, max_side=detection.max_side,
                       storage_options=spec.storage_options,
                       chunk_bytes=spec.shards.chunk_bytes or CHUNK_BYTES[device])
+    return detection, shards
+
+
+def _planned_shards(todo: list[VideoInput], shards: ShardOptions, ray, probes_per_task: int = PROBES_PER_TASK,
+                    retries: int = WORKER_RETRIES):
+    """The dataset of ``todo``'s shard rows: every input probed by a Ray task (none on the driver)."""
+    import ray.data
 
     items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 256)))
-    # One shard per block, so every shard of a long video is its own decode task. The repartition
-    # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
-    dataset = dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow")
-    dataset = dataset.repartition(target_num_rows_per_block=1)
-    # A decode task holds the chunk it fills and the one it hands over, plus the decoder. Declaring
-    # that memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps
-    # with equal remote arguments): fused, shards would be decoded inside the detector actors, one
-    # after another, even when the decode CPUs equal the actors'.
-    decode_memory = 2 * shards.chunk_bytes + DECODER_MEMORY
-    dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus, memory=decode_memory)
-    dataset = dataset.map_batches(
-        DetectActor,
-        fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options},
-        batch_size=1,
-        batch_format="pyarrow",  # pixel bytes reach the detector without a copy
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-        num_gpus=gpus_per_actor,
-        num_cpus=cpus_per_actor,
-    )
-    return dataset
+    # A planning task hands its shards on when it has probed all its inputs: few inputs per task let
+    # decoding and detection start after the first few probes, not after 1/256 of a large manifest.
+    dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / probes_per_task)))
+    with _remote_args_allowed():
+        return dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow", max_retries=retries)
+
+
+@contextlib.contextmanager
+def _remote_args_allowed():
+    """Ray 2.60 names no parameter for task retries: free-form remote arguments (``max_retries``,
+    ``max_task_retries``) are still the way, and would print a deprecation warning to users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+        yield
+
+
+def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float, retries: int = WORKER_RETRIES):
+    """``dataset`` (one shard per row) -> its chunk rows, decoded by Ray tasks of ``decode_cpus`` CPUs,
+    each retried ``retries`` times when its worker dies.
+
+    A decode task holds the chunk it fills, the one it hands over and the decoder. Declaring that
+    memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps with
+    equal remote arguments): fused, shards would be decoded inside the detector actors, one after
+    another, even when the decode CPUs equal the actors'."""
+    with _remote_args_allowed():
+        return dataset.flat_map(_DecodeStage(shards), num_cpus=decode_cpus,
+                                memory=decode_memory(shards.chunk_bytes), max_retries=retries)
+
+
+def configure_context(context, chunk_bytes: int) -> None:
+    """Ray Data settings of the job's dataset (``context``: its ``DataContext``).
+
+    - Every full chunk is a block of its own: by default Ray Data gathers a task's rows into blocks of
+      up to 128 MiB, so a decode task would hold several chunks, and their Arrow copy, before handing
+      any over (the memory the decoders declare counts two chunks).
+    - A task whose retries are spent loses its block instead of aborting the job: the driver sees
+      that video's chunks missing and gives it an error row (see run_job)."""
+    context.target_max_block_size = max(1, chunk_bytes // 2)
+    context.max_errored_blocks = -1
 
 
 def _replace(obj, **changes):
@@ -238,6 +315,7 @@ class _VideoState:
     frames_detected: int = 0
     faces: int = 0
     seconds: float = 0.0
+    io_retries: int = 0
     frame_count: int = 0
     fps: float = 0.0
     width: int = 0
@@ -259,6 +337,7 @@ class _VideoState:
         self.frames_detected += int(record["frames_detected"])
         self.faces += int(record["faces"])
         self.seconds += float(record["seconds"])
+        self.io_retries += int(record["io_retries"])
         if record["frame_count"]:
             self.frame_count, self.fps = int(record["frame_count"]), float(record["fps"])
             self.width, self.height = int(record["width"]), int(record["height"])
@@ -285,6 +364,7 @@ class _VideoState:
             "width": self.width,
             "height": self.height,
             "shards": self.num_shards or 0,
+            "io_retries": self.io_retries,
         }
 
 
@@ -314,9 +394,9 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     if ray is None:
         import ray
     started = time.perf_counter()
-    output = JobOutput(spec.output, spec.storage_options)
+    output = JobOutput(spec.output, spec.storage_options, spec.shards.retry)
     summary = JobSummary(output=output.url())
-    inputs = list_inputs(spec.sources, spec.storage_options)
+    inputs = list_inputs(spec.sources, spec.storage_options, spec.shards.retry)
     summary.inputs = len(inputs)
     output.check_options({**spec.detection.result_options(), **_sampling_options(spec.shards)}, spec.overwrite)
     output.remove_temporaries()
@@ -331,30 +411,34 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
 
     states = {item.video: _VideoState(item) for item in todo}
     rows = _VideoRows(output, run_id=time.strftime("%Y%m%d-%H%M%S") + f"-{int(started * 1000) % 100000:05d}")
-    last_flush = last_progress = time.perf_counter()
-    if todo:
-        dataset = build_dataset(spec, todo, ray)
+    timers = dict.fromkeys(("flush", "progress"), time.perf_counter())
+    passes = [(todo, PROBES_PER_TASK)] if todo else []
+    while passes:
+        videos, probes_per_task = passes.pop()
         try:
-            for record in dataset.iter_rows():
+            for record in build_dataset(spec, videos, ray, probes_per_task).iter_rows():
                 state = states[record["video"]]
                 if state.add(record) and state.complete and not state.error:
                     rows.add(state.row())
                     _count(summary, state)
-                now = time.perf_counter()
-                if now - last_flush >= spec.flush_seconds:
-                    rows.flush()
-                    last_flush = now
-                if now - last_progress >= spec.progress_seconds:
-                    _log_progress(states, now - started)
-                    last_progress = now
+                _tick(spec, states, rows, timers, started)
         except BaseException:
             rows.flush()  # keep what finished: a re-run skips it
             raise
+        # A planning task probes several inputs: one that kills its worker at every attempt takes the
+        # others down with it. Inputs that never reported get a second pass, one input per task.
+        unheard = [s.item for s in states.values() if s.num_shards is None and s.error is None]
+        if unheard and probes_per_task > 1:
+            log.info("%d inputs lost with a planning task that kept failing: probing them one per task", len(unheard))
+            passes.append((unheard, 1))
     # Every writer is done: drop the faces of failed videos, then record their rows.
     rows.flush()
     for state in states.values():
         if not state.complete and state.error is None:
-            state.error = f"{state.item.video}: incomplete: some of its chunks never reported back"
+            state.error = (
+                f"{state.item.video}: incomplete: a task working on it failed {spec.worker_retries + 1} times "
+                "(its worker died: a decoder crash, out of memory or a lost node; see the Ray worker logs)"
+            )
     output.remove_faces_of({video_key(s.item.video) for s in states.values() if s.error})
     for state in states.values():
         if state.error:
@@ -366,6 +450,50 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     output.ensure_readable_faces(spec.detection.crops)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message: None) -> JobEstimate:
+    """List and probe the inputs (probes run as Ray tasks, decoding nothing) and estimate the job's
+    work, detector time and output; writes nothing under DEST. Inputs DEST already holds as done
+    are left out, as the job would. ``calibrate``: add the detector time from ``raydetect plan``'s
+    calibration of this machine (measured and cached on first use)."""
+    if ray is None:
+        import ray
+    inputs = list_inputs(spec.sources, spec.storage_options, spec.shards.retry)
+    output = JobOutput(spec.output, spec.storage_options, spec.shards.retry)
+    finished = output.finished_videos()  # reads only
+    todo = [item for item in inputs if finished.get(item.video) != "ok"]
+    _, _, _, threads, device = _resources(spec.resources, ray)
+    detection, shards = _stage_options(spec, device, threads)
+    columns = ["video", "error", "frame_count", "fps", "width", "height"]
+    rows = []
+    if todo:
+        planned = _planned_shards(todo, shards, ray, retries=spec.worker_retries)
+        rows = list(planned.select_columns(columns).iter_rows())
+    result = estimate(rows, len(todo), shards, crops=detection.crops, crop_size=detection.crop_size)
+    result.skipped = len(inputs) - len(todo)
+    if calibrate and result.sampled:
+        from raydetect.tuning.calibration import load_or_measure
+
+        try:
+            calibration, _, _ = load_or_measure(detection.device, log=log)
+        except Exception as exc:  # e.g. a GPU estimate asked on a driver without one
+            log(f"no detector time: cannot calibrate {detection.device} here ({type(exc).__name__}: {exc}); "
+                f"run `raydetect plan --device {detection.device}` on such a machine first")
+        else:
+            add_detector_time(result, calibration, detection.min_face_size, detection.scale_factor)
+    return result
+
+
+def _tick(spec: JobSpec, states: dict, rows: "_VideoRows", timers: dict, started: float) -> None:
+    """Flush finished rows and log progress when their intervals have passed."""
+    now = time.perf_counter()
+    if now - timers["flush"] >= spec.flush_seconds:
+        rows.flush()
+        timers["flush"] = now
+    if now - timers["progress"] >= spec.progress_seconds:
+        _log_progress(states, now - started)
+        timers["progress"] = now
 
 
 def _sampling_options(shards: ShardOptions) -> dict:

@@ -11,7 +11,9 @@ Layout under DEST (a local path or any fsspec URL):
 
 Every file is written under a temporary name starting with ``.`` (which pyarrow, pandas and
 DuckDB skip when reading a folder) and renamed once complete, so a partial file never looks
-complete. No Ray here: the pipeline's actors and driver both use this module.
+complete; a write or a read that meets a transient storage failure is retried (see
+:mod:`raydetect.offline.retrying_io`), a write from the start under a new temporary name.
+No Ray here: the pipeline's actors and driver both use this module.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import hashlib
 import json
 import posixpath
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydetect.errors import RaydetectError
+from raydetect.offline.retrying_io import RetryPolicy, call_with_retries
 
 FACES = "faces"
 VIDEOS = "videos"
@@ -67,6 +70,7 @@ VIDEO_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("shards", pa.int32()),
+        ("io_retries", pa.int64()),
     ]
 )
 
@@ -90,10 +94,12 @@ def chunk_file_name(key: str, shard_index: int, chunk_index: int) -> str:
 
 @dataclass
 class JobOutput:
-    """DEST opened through fsspec. ``storage_options``: filesystem keyword arguments for a URL."""
+    """DEST opened through fsspec. ``storage_options``: filesystem keyword arguments for a URL;
+    ``retry``: how transient storage failures of writes and reads are retried."""
 
     dest: str
     storage_options: dict | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
         self.fs, self.root = fsspec.core.url_to_fs(self.dest, **(self.storage_options or {}))
@@ -110,8 +116,12 @@ class JobOutput:
 
     # ------------------------------------------------------------------ writing
     def write_table(self, table: pa.Table, *parts: str) -> None:
-        """Write ``table`` as Parquet to DEST/parts..., under a temporary name renamed when complete."""
+        """Write ``table`` as Parquet to DEST/parts..., under a temporary name renamed when complete;
+        retried whole on a transient failure. Raises StorageError naming the file and the cause."""
         final = self.path(*parts)
+        call_with_retries(lambda: self._write_once(table, final), self.retry, f"writing {self.url(*parts)}")
+
+    def _write_once(self, table: pa.Table, final: str) -> None:
         folder = posixpath.dirname(final)
         temp = posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
         self.fs.makedirs(folder, exist_ok=True)
@@ -120,8 +130,11 @@ class JobOutput:
                 pq.write_table(table, stream)
             self.fs.mv(temp, final)
         except BaseException:
-            if self.fs.exists(temp):
-                self.fs.rm(temp)
+            try:
+                if self.fs.exists(temp):
+                    self.fs.rm(temp)
+            except Exception:  # the store is failing: remove_temporaries() sweeps it up later
+                pass
             raise
 
     def write_face_chunk(self, table: pa.Table, key: str, shard_index: int, chunk_index: int) -> None:
@@ -167,11 +180,17 @@ class JobOutput:
         for path in self._files(VIDEOS):
             if posixpath.basename(path).startswith(TEMP_PREFIX):
                 continue
-            with self.fs.open(path, "rb") as stream:
-                table = pq.read_table(stream, columns=["video", "status"])
+            table = self._read(path, columns=["video", "status"])
             for video, status in zip(table.column("video").to_pylist(), table.column("status").to_pylist()):
                 done[video] = status
         return done
+
+    def _read(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        def read() -> pa.Table:
+            with self.fs.open(path, "rb") as stream:
+                return pq.read_table(stream, columns=columns)
+
+        return call_with_retries(read, self.retry, f"reading {path}")[0]
 
     def forget_videos(self, videos: set[str]) -> None:
         """Remove the rows of ``videos`` from DEST/videos (inputs about to be redone)."""
@@ -180,8 +199,7 @@ class JobOutput:
         for path in self._files(VIDEOS):
             if posixpath.basename(path).startswith(TEMP_PREFIX):
                 continue
-            with self.fs.open(path, "rb") as stream:
-                table = pq.read_table(stream)
+            table = self._read(path)
             keep = [v not in videos for v in table.column("video").to_pylist()]
             if all(keep):
                 continue

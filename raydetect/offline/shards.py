@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from raydetect.offline.retrying_io import IoStats, RetryPolicy
 from raydetect.offline.video import FrameRange, Sampling, VideoError, VideoInfo, fit_max_side, probe
 
 
@@ -38,6 +39,7 @@ class ShardOptions:
         chunk_bytes: raw RGB bytes of frames per chunk at most (at least one frame); None: the
             pipeline picks by device (:data:`CHUNK_BYTES`).
         storage_options: fsspec filesystem keyword arguments for URLs.
+        retry: how transient storage failures of URLs are retried (and their timeouts).
     """
 
     shard_frames: int = 300
@@ -46,6 +48,7 @@ class ShardOptions:
     keep_full_frames: bool = False
     chunk_bytes: int | None = None
     storage_options: dict | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
         if self.shard_frames < 1:
@@ -71,12 +74,13 @@ def plan_shards(item: dict, options: ShardOptions) -> list[dict]:
     """The shards of one input ``{"video", "label", "key"}``; one shard carrying ``error`` if it
     cannot be probed. Every shard has the same fields (see :func:`_shard`)."""
     base = {"video": item["video"], "label": item.get("label") or "", "key": item["key"]}
+    io = IoStats()
     try:
-        info = probe(item["video"], options.storage_options)
+        info = probe(item["video"], options.storage_options, options.retry, io)
     except VideoError as exc:
-        return [_shard(base, str(exc))]
+        return [_shard(base, str(exc), io_retries=io.retries)]
     except Exception as exc:  # an unexpected failure of one input must not stop the job
-        return [_shard(base, f"{item['video']}: cannot probe: {type(exc).__name__}: {exc}")]
+        return [_shard(base, f"{item['video']}: cannot probe: {type(exc).__name__}: {exc}", io_retries=io.retries)]
     selector = options.sampling.selector(info)
     count = max(1, math.ceil(info.frame_count / options.shard_frames))
     starts = [i * options.shard_frames for i in range(count)]
@@ -87,14 +91,16 @@ def plan_shards(item: dict, options: ShardOptions) -> list[dict]:
         _shard(
             base, "", start // options.shard_frames, len(starts), number, start,
             -1 if start == starts[-1] else start + options.shard_frames, info,
+            io_retries=io.retries if number == 0 else 0,  # the probe's, counted once per video
         )
         for number, start in enumerate(starts)
     ]
 
 
 def _shard(base: dict, error: str, shard_index: int = 0, num_shards: int = 1, shard_number: int = 0,
-           start: int = 0, stop: int = -1, info: VideoInfo | None = None) -> dict:
-    """A shard: frames ``[start, stop)`` (``stop`` -1: to the end) of one video."""
+           start: int = 0, stop: int = -1, info: VideoInfo | None = None, io_retries: int = 0) -> dict:
+    """A shard: frames ``[start, stop)`` (``stop`` -1: to the end) of one video. ``io_retries``:
+    storage retries spent on it so far (the probe's)."""
     return {
         **base,
         "error": error,
@@ -107,6 +113,7 @@ def _shard(base: dict, error: str, shard_index: int = 0, num_shards: int = 1, sh
         "fps": info.fps if info else 0.0,
         "width": info.width if info else 0,
         "height": info.height if info else 0,
+        "io_retries": io_retries,
     }
 
 
@@ -132,13 +139,15 @@ def error_record(base: dict, message: str, **fields) -> dict:
         "scale_y": 1.0,
         "pixels": b"",
         "seconds": float(fields.get("seconds", 0.0)),
+        "io_retries": int(fields.get("io_retries", 0)),
     }
 
 
 def decode_chunks(shard: dict, options: ShardOptions) -> Iterator[dict]:
     """Decode one shard and yield its chunks (see the module docstring); errors become a record."""
     if shard["error"]:
-        yield error_record({k: shard[k] for k in ("video", "label", "key")}, shard["error"])
+        yield error_record({k: shard[k] for k in ("video", "label", "key")}, shard["error"],
+                           io_retries=shard["io_retries"])
         return
     info = VideoInfo(shard["frame_count"], shard["fps"], shard["width"], shard["height"])
     selector = options.sampling.selector(info)
@@ -146,7 +155,7 @@ def decode_chunks(shard: dict, options: ShardOptions) -> Iterator[dict]:
     required = stop if stop is not None else shard["frame_count"] - truncation_slack(shard["frame_count"])
     frames = FrameRange(
         shard["video"], shard["start"], stop, selector, info.fps, required_end=required,
-        storage_options=options.storage_options,
+        storage_options=options.storage_options, retry=options.retry,
     )
     max_side = None if options.keep_full_frames else options.max_side
     position = {k: shard[k] for k in ("shard_index", "num_shards", "shard_number")}
@@ -162,7 +171,8 @@ def decode_chunks(shard: dict, options: ShardOptions) -> Iterator[dict]:
             image, fx, fy = fit_max_side(frame.image, max_side)
             if buffered and (image.shape != buffered[0].shape or _full(buffered, image, options.chunk_bytes)):
                 yield _chunk(shard, position, chunk_index, buffered, indices, scale, chunk_size,
-                             frames.frames_read - 1 - reported_reads, time.perf_counter() - started, last=False)
+                             frames.frames_read - 1 - reported_reads, time.perf_counter() - started, last=False,
+                             io_retries=0)
                 reported_reads = frames.frames_read - 1
                 chunk_index += 1
                 buffered, indices, started = [], [], time.perf_counter()
@@ -177,11 +187,14 @@ def decode_chunks(shard: dict, options: ShardOptions) -> Iterator[dict]:
         message = f"{shard['video']}: decoding failed at frame {shard['start'] + frames.frames_read}: " \
                   f"{type(exc).__name__}: {exc}"
     else:
+        # Storage retries are counted when the decoder closes: the last record carries them all.
         yield _chunk(shard, position, chunk_index, buffered, indices, scale, chunk_size,
-                     frames.frames_read - reported_reads, time.perf_counter() - started, last=True)
+                     frames.frames_read - reported_reads, time.perf_counter() - started, last=True,
+                     io_retries=shard["io_retries"] + frames.io_retries)
         return
     yield error_record(shard, message, chunk_index=chunk_index, frames_read=frames.frames_read - reported_reads,
-                       seconds=time.perf_counter() - started, **position,
+                       seconds=time.perf_counter() - started, io_retries=shard["io_retries"] + frames.io_retries,
+                       **position,
                        **{k: shard[k] for k in ("frame_count", "fps", "width", "height")})
 
 
@@ -189,7 +202,8 @@ def _full(buffered: list[np.ndarray], image: np.ndarray, chunk_bytes: int | None
     return (len(buffered) + 1) * image.nbytes > (chunk_bytes or CHUNK_BYTES["cpu"])
 
 
-def _chunk(shard, position, chunk_index, images, indices, scale, size, frames_read, seconds, last) -> dict:
+def _chunk(shard, position, chunk_index, images, indices, scale, size, frames_read, seconds, last,
+           io_retries) -> dict:
     """``size``: (height, width) of the decoded frames before any downscale."""
     height, width = images[0].shape[:2] if images else (0, 0)
     return {
@@ -210,8 +224,9 @@ def _chunk(shard, position, chunk_index, images, indices, scale, size, frames_re
         "frame_width": width,
         "scale_x": float(scale[0]),
         "scale_y": float(scale[1]),
-        "pixels": b"".join(image.tobytes() for image in images) if images else b"",
+        "pixels": b"".join(memoryview(np.ascontiguousarray(image)) for image in images) if images else b"",  # one copy
         "seconds": float(seconds),
+        "io_retries": int(io_retries),
     }
 
 

@@ -8,7 +8,9 @@ A SOURCE is one of:
   column (relative paths are relative to the manifest's folder), or a DFDC ``metadata.json``
   (``{"name.mp4": {"label": "FAKE", ...}, ...}``), whose labels are carried into the outputs.
 
-Listing happens once, on the driver; it opens manifests but not videos.
+Listing happens once, on the driver; it opens manifests but not videos, and a SOURCE that names a
+file with a video extension is taken as it is, without a round trip to its store. Storage calls
+(listing a folder, reading a manifest) retry transient failures (see :mod:`retrying_io`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Iterable, Sequence
 import fsspec
 
 from raydetect.errors import RaydetectError
+from raydetect.offline.retrying_io import RetryPolicy, StorageError, call_with_retries, failure_of
 from raydetect.offline.video import VIDEO_EXTENSIONS
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".jsonl")
@@ -45,43 +48,59 @@ class VideoInput:
     label: str | None = None
 
 
-def list_inputs(sources: Sequence[str], storage_options: dict | None = None) -> list[VideoInput]:
+def list_inputs(sources: Sequence[str], storage_options: dict | None = None,
+                retry: RetryPolicy | None = None) -> list[VideoInput]:
     """Every video named by ``sources``, in order, each once (a later duplicate is dropped).
 
     ``storage_options``: keyword arguments for the fsspec filesystem of URLs (endpoint, credentials).
+    ``retry``: how transient storage failures are retried (default :class:`RetryPolicy()`).
     """
     if not sources:
         raise SourceError("no SOURCE given")
     seen: set[str] = set()
     listed: list[VideoInput] = []
     for source in sources:
-        for item in _expand(source, storage_options or {}):
+        for item in _expand(source, storage_options or {}, retry or RetryPolicy()):
             if item.video not in seen:
                 seen.add(item.video)
                 listed.append(item)
     return listed
 
 
-def _expand(source: str, options: dict) -> list[VideoInput]:
+def _expand(source: str, options: dict, retry: RetryPolicy) -> list[VideoInput]:
     if not source or not source.strip():
         raise SourceError("empty SOURCE")
     name = posixpath.basename(source.rstrip("/")).lower()
     if name == "metadata.json":
-        return _read_dfdc_metadata(source, options)
+        return _retrying(lambda: _read_dfdc_metadata(source, options), retry, source)
     if name.endswith(MANIFEST_SUFFIXES):
-        return _read_manifest(source, options)
+        return _retrying(lambda: _read_manifest(source, options), retry, source)
     fs, path = fsspec.core.url_to_fs(source, **options)
-    if any(ch in path for ch in GLOB_CHARACTERS):
-        matches = [p for p in sorted(fs.glob(path)) if not fs.isdir(p)]
+    globbed = any(ch in path for ch in GLOB_CHARACTERS)
+    if not globbed and name.endswith(VIDEO_EXTENSIONS) and not source.endswith("/"):
+        return [VideoInput(source)]  # a video, or a missing one the job reports: no need to ask the store
+    if globbed:
+        matches = _retrying(lambda: [p for p in sorted(fs.glob(path)) if not fs.isdir(p)], retry, source)
         if not matches:
             raise SourceError(f"{source}: the pattern matches no file")
         return [VideoInput(_location(source, fs, p)) for p in matches]
-    if fs.isdir(path):
-        found = sorted(p for p in fs.find(path) if p.lower().endswith(VIDEO_EXTENSIONS))
+    if _retrying(lambda: fs.isdir(path), retry, source):
+        found = sorted(p for p in _retrying(lambda: fs.find(path), retry, source)
+                       if p.lower().endswith(VIDEO_EXTENSIONS))
         if not found:
             raise SourceError(f"{source}: the directory holds no video ({', '.join(VIDEO_EXTENSIONS)})")
         return [VideoInput(_location(source, fs, p)) for p in found]
     return [VideoInput(source)]
+
+
+def _retrying(operation, retry: RetryPolicy, source: str):
+    """``operation()`` with transient storage failures retried; a failure that lasts is a SourceError."""
+    try:
+        return call_with_retries(operation, retry, source)[0]
+    except StorageError as exc:
+        if isinstance(exc.__cause__, SourceError):  # a manifest's own fault: report it as it is
+            raise exc.__cause__ from None
+        raise SourceError(f"cannot list {exc}") from exc.__cause__
 
 
 def _location(source: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -108,7 +127,9 @@ def _base_dir(manifest: str) -> str:
 def _open_manifest(manifest: str, options: dict):
     try:
         return fsspec.open(manifest, "rb", **options).open()
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        if failure_of(exc).transient:  # fsspec reports an HTTP 503 on open as a missing file
+            raise
         raise SourceError(f"{manifest}: manifest not found") from None
 
 
@@ -131,6 +152,8 @@ def _read_manifest(manifest: str, options: dict) -> list[VideoInput]:
             else:
                 table = pa_json.read_json(stream)
         except (pa.ArrowInvalid, OSError) as exc:
+            if failure_of(exc).transient:
+                raise
             raise SourceError(f"{manifest}: cannot read the {suffix} manifest: {exc}") from exc
     if "path" not in table.column_names:
         raise SourceError(f"{manifest}: the manifest has no 'path' column (columns: {', '.join(table.column_names)})")

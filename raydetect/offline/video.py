@@ -13,7 +13,6 @@ reader, so only the byte ranges the demuxer asks for are fetched and nothing is 
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import cv2
 import numpy as np
 
 from raydetect.errors import RaydetectError
+from raydetect.offline.retrying_io import IoStats, RetryingReader, RetryPolicy, StorageError, with_timeouts
 
 # FFmpeg's own log lines ("moov atom not found", ...) would flood worker logs on bad inputs;
 # every failure is reported through VideoError instead.
@@ -73,12 +73,26 @@ def local_path(location: str) -> str:
 
 
 @contextlib.contextmanager
-def open_video(location: str, storage_options: dict | None = None) -> Iterator[cv2.VideoCapture]:
+def open_video(
+    location: str, storage_options: dict | None = None, retry: RetryPolicy | None = None,
+    io_stats: IoStats | None = None,
+) -> Iterator[cv2.VideoCapture]:
     """An opened ``cv2.VideoCapture`` for a path or fsspec URL; raises VideoError if it is no video.
 
     ``storage_options``: keyword arguments for the fsspec filesystem of a URL (endpoint, credentials).
+    ``retry``: how transient storage failures of a URL are retried (default :class:`RetryPolicy()`);
+    ``io_stats``, if given, counts the retries.
     """
+    with _open(location, storage_options, retry, io_stats) as (capture, _):
+        yield capture
+
+
+@contextlib.contextmanager
+def _open(location: str, storage_options: dict | None, retry: RetryPolicy | None, io_stats: IoStats | None):
+    """``(capture, reader)``: ``reader`` is the :class:`RetryingReader` of a URL (None for a local path),
+    whose ``failure`` tells a storage failure from the end of the stream."""
     with contextlib.ExitStack() as stack:
+        reader = None
         if is_local(location):
             path = local_path(location)
             if not os.path.exists(path):
@@ -89,60 +103,72 @@ def open_video(location: str, storage_options: dict | None = None) -> Iterator[c
                 raise VideoError(f"{location}: empty file (0 bytes)")
             capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
         else:
-            import fsspec
-
+            reader = _remote_reader(location, storage_options, retry or RetryPolicy())
+            # Count retries whatever happens next; hold our own reference to the reader: OpenCV
+            # drops its reference on release() without the GIL, which must not be the last one.
+            stack.callback(reader.close)
+            if io_stats is not None:
+                stack.callback(lambda: io_stats.add(reader.retries))
             try:
-                stream = stack.enter_context(fsspec.open(location, "rb", **(storage_options or {})))
-            except FileNotFoundError:
-                raise VideoError(f"{location}: no such file") from None
-            except Exception as exc:  # network, permissions, unknown protocol: say which
-                raise VideoError(f"{location}: cannot open ({type(exc).__name__}: {exc})") from exc
-            # Hold our own reference to the reader: OpenCV drops its reference on release()
-            # without the GIL, which must not be the last one.
-            reader = _ReadOnlyStream(stream)
-            stack.callback(lambda: reader)
+                reader.start()
+            except StorageError as exc:
+                raise VideoError(f"{location}: {exc}") from None
+            if reader.size == 0:
+                raise VideoError(f"{location}: empty file (0 bytes)")
             capture = cv2.VideoCapture(reader, cv2.CAP_FFMPEG, [])
         stack.callback(capture.release)
         if not capture.isOpened():
+            _raise_storage_failure(location, reader)
             raise VideoError(f"{location}: not a readable video (unknown format, truncated or corrupt header)")
         fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF
         frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
         if fourcc.to_bytes(4, "little").decode("latin-1") in _IMAGE_FOURCCS and frames <= 1:
             raise VideoError(f"{location}: a still image, not a video")
-        yield capture
+        yield capture, reader
 
 
-class _ReadOnlyStream(io.BufferedIOBase):
-    """OpenCV's stream reader takes only ``io.BufferedIOBase``; fsspec files (s3fs, gcsfs) are plain
-    ``io.IOBase``. This forwards the calls FFmpeg's reader makes."""
+def _remote_reader(location: str, storage_options: dict | None, retry: RetryPolicy) -> RetryingReader:
+    """A never-raising reader of a URL: OpenCV's stream reader crashes the process when ``read``
+    raises, so storage failures are retried there and otherwise kept in ``reader.failure``."""
+    import fsspec
 
-    def __init__(self, raw) -> None:
-        super().__init__()
-        self._raw = raw
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        return self._raw.read(-1 if size is None else size)
-
-    def read1(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
+    try:
+        fs, path = fsspec.core.url_to_fs(location, **with_timeouts(_protocol(location), storage_options,
+                                                                     retry.timeout_s))
+    except Exception as exc:  # unknown protocol, bad options: say which
+        raise VideoError(f"{location}: cannot open ({type(exc).__name__}: {exc})") from exc
+    if _protocol(location) in _SIZED_OPENS:
+        # Re-opening with the size known saves the store a HEAD request (one less chance to fail).
+        return RetryingReader(lambda size: fs.open(path, "rb", **({"size": size} if size else {})), retry)
+    return RetryingReader(lambda size: fs.open(path, "rb"), retry)
 
 
-def probe(location: str, storage_options: dict | None = None) -> VideoInfo:
-    """Frame count, frame rate and size of a video, read from its container (decodes nothing)."""
-    with open_video(location, storage_options) as capture:
-        return _info(location, capture)
+# fsspec filesystems whose open() takes the object's size.
+_SIZED_OPENS = ("http", "https", "s3", "s3a")
+
+
+def _protocol(location: str) -> str:
+    return location.split("://", 1)[0].lower()
+
+
+def _raise_storage_failure(location: str, reader: RetryingReader | None) -> None:
+    """Raise the storage failure behind an early end of the stream, if there was one."""
+    if reader is not None and reader.failure is not None:
+        raise VideoError(f"{location}: {reader.failure}")
+
+
+def probe(
+    location: str, storage_options: dict | None = None, retry: RetryPolicy | None = None,
+    io_stats: IoStats | None = None,
+) -> VideoInfo:
+    """Frame count, frame rate and size of a video, read from its container (decodes nothing).
+    ``retry``, ``io_stats``: as for :func:`open_video`."""
+    with _open(location, storage_options, retry, io_stats) as (capture, reader):
+        try:
+            return _info(location, capture)
+        except VideoError:
+            _raise_storage_failure(location, reader)
+            raise
 
 
 def _info(location: str, capture: cv2.VideoCapture) -> VideoInfo:
@@ -238,7 +264,9 @@ class FrameRange:
     the seek. Frames that are not sampled are decoded but not converted (``grab``).
 
     ``required_end``: the stream must reach this index, else iteration raises VideoError
-    (truncated file). After iteration ``frames_read`` counts the frames of the range decoded.
+    (truncated file). ``retry``: how transient storage failures of a URL are retried. After
+    iteration ``frames_read`` counts the frames of the range decoded and ``io_retries`` the storage
+    retries it took; a storage failure that retries could not cure raises VideoError naming it.
     """
 
     def __init__(
@@ -250,6 +278,7 @@ class FrameRange:
         fps: float,
         required_end: int = 0,
         storage_options: dict | None = None,
+        retry: RetryPolicy | None = None,
     ):
         if start < 0 or (stop is not None and stop < start):
             raise ValueError(f"bad frame range [{start}, {stop})")
@@ -260,21 +289,29 @@ class FrameRange:
         self.fps = fps
         self.required_end = required_end
         self.storage_options = storage_options
+        self.retry = retry
         self.frames_read = 0
+        self.io_stats = IoStats()
+
+    @property
+    def io_retries(self) -> int:
+        return self.io_stats.retries
 
     def __iter__(self) -> Iterator[Frame]:
         stop = self.stop
         if self.selector.last is not None:
             stop = self.selector.last + 1 if stop is None else min(stop, self.selector.last + 1)
+        opening = (self.location, self.storage_options, self.retry, self.io_stats)
         with contextlib.ExitStack() as stack:
-            capture = stack.enter_context(open_video(self.location, self.storage_options))
+            capture, reader = stack.enter_context(_open(*opening))
             position = 0
             if self.start > 0:
                 if _seek(capture, self.start):
                     position = self.start
                 else:  # decode from the first frame instead, on a fresh capture
+                    _raise_storage_failure(self.location, reader)
                     stack.close()
-                    capture = stack.enter_context(open_video(self.location, self.storage_options))
+                    capture, reader = stack.enter_context(_open(*opening))
             while stop is None or position < stop:
                 wanted = position >= self.start and self.selector.wants(position)
                 if wanted:
@@ -282,6 +319,8 @@ class FrameRange:
                 else:
                     ok, bgr = capture.grab(), None
                 if not ok:
+                    # The end of the stream, or a storage failure that retries could not cure.
+                    _raise_storage_failure(self.location, reader)
                     break
                 if position >= self.start:
                     self.frames_read += 1
