@@ -50,7 +50,9 @@ FACE_SCHEMA = pa.schema(
         ("height", pa.int32()),
     ]
 )
-CROP_FIELD = pa.field("crop", pa.binary())
+# With --crops: the encoded crop (JPEG or PNG) and the 2 x 3 affine map, row-major, from frame pixels
+# (the boxes' and landmarks' coordinates) to crop pixels.
+CROP_FIELDS = [pa.field("crop", pa.binary()), pa.field("crop_matrix", pa.list_(pa.float32()))]
 
 VIDEO_SCHEMA = pa.schema(
     [
@@ -76,7 +78,7 @@ class OutputError(RaydetectError, ValueError):
 
 
 def face_schema(crops: bool) -> pa.Schema:
-    return FACE_SCHEMA.append(CROP_FIELD) if crops else FACE_SCHEMA
+    return pa.schema(list(FACE_SCHEMA) + CROP_FIELDS) if crops else FACE_SCHEMA
 
 
 def video_key(video: str) -> str:
