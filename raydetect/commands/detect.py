@@ -202,7 +202,8 @@ def crop_options(args: argparse.Namespace) -> CropOptions:
         given = [flag for flag, value in (("--align", args.align), ("--crop-pad", args.crop_pad),
                                           ("--crop-format", args.crop_format)) if value]
         if given:
-            raise CropError(f"{', '.join(given)} shape(s) the face crops: add --crops")
+            raise CropError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --crops (it shapes the "
+                            "face crops)")
     width, height = args.crop_size
     return CropOptions(
         width=width, height=height, margin=args.crop_margin, align=args.align,
