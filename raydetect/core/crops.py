@@ -158,6 +158,10 @@ def warp_crops(
 ) -> np.ndarray:
     """Sample every crop of a batch of frames.
 
+    Each crop's footprint (the frame pixels its samples can reach, plus one for bilinear weights) is
+    gathered into a patch, patches of similar size in one array; each group of patches is warped by
+    one ``affine_grid`` + ``grid_sample`` call on ``device``. Only the pixels under faces are touched.
+
     Args:
         frames: (F, H, W, 3) uint8 array (or a list of equal-sized frames).
         face_frames: (N,) index into ``frames`` of each crop's frame.
@@ -179,51 +183,80 @@ def warp_crops(
     if count == 0:
         return np.zeros((0, height, width, 3), np.uint8)
     frames = np.asarray(frames)
-    # The frames that hold faces, stacked into one image, each with a one-pixel black border: a
-    # sampling point clamped into its frame's border block never reads a neighbouring frame, so
-    # one 2-D grid_sample serves every crop without a copy of the frame per face.
-    used, slot = np.unique(face_frames, return_inverse=True)
     frame_h, frame_w = frames.shape[1:3]
-    block_h, canvas_w = frame_h + 2, frame_w + 2
-    canvas = torch.zeros((1, 3, len(used), block_h, canvas_w), dtype=torch.float32, device=device)
-    pixels = torch.from_numpy(np.ascontiguousarray(frames[used])).to(device)
-    canvas[0, :, :, 1:-1, 1:-1] = pixels.permute(3, 0, 1, 2)
-    canvas = canvas.view(1, 3, len(used) * block_h, canvas_w)
-    # Pixel-index coordinates (centre of pixel i at i): "zero" may reach the black border at -1 and
-    # W, where bilinear weights fade to black as zero padding does; "edge" stops at the outer pixels.
-    low, high_x, high_y = (-1.0, frame_w, frame_h) if pad == "zero" else (0.0, frame_w - 1, frame_h - 1)
-
-    matrices = torch.from_numpy(np.asarray(matrices, np.float64))
+    matrices = np.asarray(matrices, np.float64)
     if bounds is None:
         bounds = np.tile([-np.inf, -np.inf, np.inf, np.inf], (count, 1))
-    bounds = torch.from_numpy(np.asarray(bounds, np.float64))
-    scale = torch.linalg.det(matrices[:, :, :2]).abs().sqrt().numpy()
+    bounds = np.asarray(bounds, np.float64)
+
+    # Footprints in pixel-index coordinates (pixel centre at i): the crop's corners mapped into the
+    # frame, cut to the region's bounds and to the frame with its one-pixel border, one pixel wider.
+    corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], np.float64)
+    reach = np.einsum("ck,nik->nci", corners, matrices) - 0.5  # (N, 4, 2)
+    low = np.maximum(reach.min(axis=1), bounds[:, :2])
+    high = np.minimum(reach.max(axis=1), bounds[:, 2:])
+    low = np.clip(np.floor(low) - 1, -1, [frame_w, frame_h]).astype(np.int64)
+    high = np.clip(np.ceil(high) + 1, -1, [frame_w, frame_h]).astype(np.int64)
+    high = np.maximum(high, low)
+    sides = (high - low + 1).max(axis=1)
+
+    scale = np.sqrt(np.abs(np.linalg.det(matrices[:, :, :2])))
     factors = np.clip(np.ceil(scale - 1e-9), 1, MAX_SUPERSAMPLING).astype(int)
-    out = torch.empty((count, 3, height, width), dtype=torch.uint8, device=canvas.device)
-    for k in np.unique(factors):
-        # Crop pixel (u, v) is split in k x k cells; their centres in continuous crop pixels.
-        us = (torch.arange(width * k, dtype=torch.float64) + 0.5) / k
-        vs = (torch.arange(height * k, dtype=torch.float64) + 0.5) / k
-        v_grid, u_grid = torch.meshgrid(vs, us, indexing="ij")
-        points = torch.stack([u_grid, v_grid, torch.ones_like(u_grid)], dim=-1)  # (Hk, Wk, 3)
-        members = np.flatnonzero(factors == k)
-        per_call = max(1, MAX_SAMPLES_PER_CALL // (width * height * k * k))
+    # Groups: one sampling factor, patch sides within a factor of two (little wasted gathering).
+    side_class = np.ceil(np.log2(sides)).astype(int)
+    out = torch.empty((count, 3, height, width), dtype=torch.uint8, device=device)
+    for k, side_bits in sorted(set(zip(factors.tolist(), side_class.tolist()))):
+        members = np.flatnonzero((factors == k) & (side_class == side_bits))
+        patch = int(sides[members].max())
+        per_call = max(1, MAX_SAMPLES_PER_CALL // max(width * height * k * k, patch * patch))
         for start in range(0, len(members), per_call):
             part = members[start:start + per_call]
-            xy = torch.einsum("hwk,nck->nhwc", points, matrices[part]) - 0.5  # (n, Hk, Wk, 2) pixel index
-            box = bounds[part].view(-1, 1, 1, 4)
-            x = torch.minimum(torch.maximum(xy[..., 0], box[..., 0]), box[..., 2]).clamp(low, high_x) + 1
-            y = torch.minimum(torch.maximum(xy[..., 1], box[..., 1]), box[..., 3]).clamp(low, high_y) + 1
-            y = y + torch.from_numpy(slot[part] * block_h).view(-1, 1, 1)
-            # Normalised for align_corners=False: pixel index i lies at (2 i + 1) / size - 1.
-            grid = torch.stack([(2 * x + 1) / canvas_w - 1, (2 * y + 1) / canvas.shape[2] - 1], dim=-1)
-            grid = grid.reshape(1, len(part) * height * k, width * k, 2).float().to(canvas.device)
-            sampled = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="border", align_corners=False)
-            sampled = sampled.view(3, len(part), height * k, width * k).transpose(0, 1)
+            patches = _gather_patches(frames, face_frames[part], low[part], patch, pad)
+            pixels = torch.from_numpy(patches).to(device).permute(0, 3, 1, 2).float()
+            theta = _patch_theta(matrices[part], low[part], patch, width, height)
+            grid = F.affine_grid(torch.from_numpy(theta).float().to(pixels.device),
+                                 [len(part), 3, height * k, width * k], align_corners=False)
+            limits = bounds[part]
+            if np.isfinite(limits).any():
+                # Region bounds, in the patch's normalised coordinates.
+                lo = (2 * (np.nan_to_num(limits[:, :2], neginf=-1e6) - low[part]) + 1) / patch - 1
+                hi = (2 * (np.nan_to_num(limits[:, 2:], posinf=1e6) - low[part]) + 1) / patch - 1
+                grid = torch.maximum(grid, torch.from_numpy(lo).float().to(grid.device).view(-1, 1, 1, 2))
+                grid = torch.minimum(grid, torch.from_numpy(hi).float().to(grid.device).view(-1, 1, 1, 2))
+            sampled = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
             if k > 1:
                 sampled = F.avg_pool2d(sampled, k)
             out[torch.from_numpy(part).to(out.device)] = sampled.round_().clamp_(0, 255).to(torch.uint8)
     return out.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _gather_patches(frames: np.ndarray, face_frames: np.ndarray, low: np.ndarray, side: int, pad: str) -> np.ndarray:
+    """(n, side, side, 3) uint8: the square of frame pixels from ``low`` (x, y) of each face, in one
+    gather. Outside the frame: black for ``zero``, the nearest frame pixel otherwise."""
+    frame_h, frame_w = frames.shape[1:3]
+    steps = np.arange(side)
+    xs = low[:, 0, None] + steps  # (n, side)
+    ys = low[:, 1, None] + steps
+    patches = frames[face_frames[:, None, None], np.clip(ys, 0, frame_h - 1)[:, :, None],
+                     np.clip(xs, 0, frame_w - 1)[:, None, :]]
+    if pad == "zero":
+        inside = ((ys >= 0) & (ys < frame_h))[:, :, None] & ((xs >= 0) & (xs < frame_w))[:, None, :]
+        patches *= inside[..., None]
+    return patches
+
+
+def _patch_theta(matrices: np.ndarray, low: np.ndarray, side: int, width: int, height: int) -> np.ndarray:
+    """(n, 2, 3) affine_grid matrices: crop normalised coordinates -> patch normalised coordinates
+    (align_corners=False: continuous coordinate c of a size-S axis is at 2 c / S - 1)."""
+    from_crop = np.array([[width / 2, 0, width / 2], [0, height / 2, height / 2], [0, 0, 1]])
+    to_patch = np.array([[2 / side, 0, -1], [0, 2 / side, -1], [0, 0, 1]])
+    n = len(matrices)
+    frame_map = np.concatenate([matrices, np.tile([[[0, 0, 1]]], (n, 1, 1))], axis=1)
+    # Frame continuous -> patch continuous: pixel index low lands on patch index 0.
+    shift = np.tile(np.eye(3), (n, 1, 1))
+    shift[:, :2, 2] = -low
+    theta = to_patch @ shift @ frame_map @ from_crop
+    return theta[:, :2]
 
 
 def cut_crops(
