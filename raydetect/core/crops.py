@@ -1,7 +1,8 @@
 """Face crops for a downstream classifier: square (or W x H) around the box, or aligned on the landmarks.
 
-Every crop is an affine map from crop pixels to frame pixels, and all crops of a batch of frames are
-sampled in one batched ``grid_sample`` call on the detector's device:
+Every crop is an affine map from crop pixels to frame pixels; the crops of a batch of frames are
+sampled together on the detector's device, a few ``affine_grid`` + ``grid_sample`` calls per batch
+(one per group of similar patch size and sampling factor), never one per face:
 
 - box crops (the default): a region of the crop's aspect ratio centred on the box, its shorter side
   the box's longer side x (1 + margin), rounded outward to whole pixels (scale + translation);
@@ -33,7 +34,7 @@ PAD_MODES = ("zero", "edge", "resize")
 CROP_FORMATS = ("jpeg", "png")
 # Bilinear samples per crop pixel and axis at most when shrinking (cost grows with its square).
 MAX_SUPERSAMPLING = 8
-# Sampling points per grid_sample call at most (x 3 channels x 4 bytes of float32 output).
+# Sampling points (or patch pixels) per grid_sample call at most (x 3 channels x 4 bytes of float32).
 MAX_SAMPLES_PER_CALL = 1 << 22
 
 
