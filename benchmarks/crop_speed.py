@@ -74,7 +74,8 @@ def main() -> None:
     size = args.crop_size
     modes = {
         "opencv-square": lambda: [opencv_square(frames[f], b, size, 0.3) for f, b in zip(face_frames, boxes)],
-        "batched-square": lambda: cut_crops(frames, face_frames, boxes, landmarks, CropOptions(width=size, height=size)),
+        "batched-square": lambda: cut_crops(frames, face_frames, boxes, landmarks,
+                                            CropOptions(width=size, height=size)),
         "batched-aligned": lambda: cut_crops(frames, face_frames, boxes, landmarks,
                                              CropOptions(width=size, height=size, align=True)),
     }
@@ -91,8 +92,11 @@ def main() -> None:
     result = {
         "video": args.video, "frames": len(frames), "frame_size": list(frames.shape[1:3]), "faces": len(boxes),
         "crop_size": size, "threads": args.threads, "detect_ms_per_chunk_once": 1000 * detect_seconds,
-        "modes": {name: {"ms_per_chunk": 1000 * statistics.median(t), "ms_per_face": 1000 * statistics.median(t) / len(boxes),
-                         "ratio_to_opencv": statistics.median(t) / baseline} for name, t in times.items()},
+        "modes": {
+            name: {"ms_per_chunk": 1000 * statistics.median(t), "ms_per_face": 1000 * statistics.median(t) / len(boxes),
+                   "ratio_to_opencv": statistics.median(t) / baseline}
+            for name, t in times.items()
+        },
     }
     print(json.dumps(result, indent=2))
 

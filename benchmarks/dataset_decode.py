@@ -66,9 +66,9 @@ def main() -> None:
                 rates[f"loader-{w}"].append(with_loader(dataset, w, seed=round_number))
         for mode, values in rates.items():
             count = 1 if mode == "in-process" else int(mode.split("-")[1])
+            rate = statistics.median(values)
             row = {"dest": dest, "faces": len(dataset), "crop": list(first.shape), "mode": mode,
-                   "crops_per_s": statistics.median(values), "crops_per_s_per_worker": statistics.median(values) / count,
-                   "rounds": values}
+                   "crops_per_s": rate, "crops_per_s_per_worker": rate / count, "rounds": values}
             results.append(row)
             print(json.dumps(row))
     if args.output:

@@ -132,7 +132,8 @@ def test_crops_are_jpegs_of_the_requested_size(data_dir, tmp_path):
 
     options = ShardOptions(sampling=Sampling(count=1), max_side=320, keep_full_frames=True)
     (record,) = _records(data_dir / CROWD, options)
-    stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop=CropOptions(width=64, height=64)), str(tmp_path))
+    crop = CropOptions(width=64, height=64)
+    stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop=crop), str(tmp_path))
     assert stage.process(record)["faces"] > 0
     table = pd.read_parquet(tmp_path / "faces")
     for crop in table["crop"]:
@@ -332,8 +333,10 @@ def test_cli_crop_options_reach_the_job_and_bad_ones_are_refused(capsys):
         _parse("videos/", "-o", "out", "--align")
     with pytest.raises(ValueError, match="aligned crops are rotated"):
         _parse("videos/", "-o", "out", "--crops", "--align", "--crop-pad", "resize")
-    for flag, value, message in (("--crop-size", "0x5", "at least 1x1"), ("--crop-size", "224by192", "WIDTHxHEIGHT"),
-                                 ("--crop-pad", "mirror", "invalid choice"), ("--crop-format", "webp", "invalid choice")):
+    for flag, value, message in (
+        ("--crop-size", "0x5", "at least 1x1"), ("--crop-size", "224by192", "WIDTHxHEIGHT"),
+        ("--crop-pad", "mirror", "invalid choice"), ("--crop-format", "webp", "invalid choice"),
+    ):
         with pytest.raises(SystemExit):
             _parse("videos/", "-o", "out", "--crops", flag, value)
         assert message in capsys.readouterr().err
