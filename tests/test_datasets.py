@@ -73,6 +73,22 @@ def test_a_dataloader_with_two_workers_yields_every_face_once(job_output):
     assert sorted(seen) == sorted(zip(faces["video"], faces["frame_index"], faces["face_index"]))
 
 
+def test_crops_from_s3_through_two_workers(job_output, s3_server):
+    import fsspec
+
+    dest, faces = job_output
+    fs = fsspec.filesystem("s3", **s3_server)
+    fs.mkdir("datasets-bucket")
+    fs.put(str(dest / "faces"), "datasets-bucket/out/faces", recursive=True)
+    dataset = FaceCrops("s3://datasets-bucket/out/", storage_options=s3_server)
+    assert len(dataset) == len(faces)
+    dataset[0]  # the parent opens the bucket first; forked workers must open their own
+    seen = []
+    for batch in DataLoader(dataset, batch_size=16, num_workers=2, sampler=dataset.grouped_shuffle(seed=2)):
+        seen.extend(zip(batch["video"], batch["frame_index"].tolist(), batch["face_index"].tolist()))
+    assert sorted(seen) == sorted(zip(faces["video"], faces["frame_index"], faces["face_index"]))
+
+
 def test_grouped_shuffle_is_a_permutation_that_keeps_row_groups_together(job_output):
     dataset = FaceCrops(str(job_output[0]))
     order = dataset.grouped_shuffle(seed=1)

@@ -9,6 +9,7 @@ and reads only the row groups its indices fall in.
 from __future__ import annotations
 
 import bisect
+import os
 import posixpath
 import random
 from collections import OrderedDict
@@ -70,7 +71,7 @@ class ParquetRows:
         self.columns = list(columns) + [c for c in optional if c in names]
         self.groups = groups
         self.starts = np.cumsum([0] + [rows for _, _, rows in groups]).tolist()
-        self._fs = None
+        self._fs, self._fs_pid = None, None
         self._cache: OrderedDict[int, pa.Table] = OrderedDict()
 
     def __len__(self) -> int:
@@ -78,7 +79,7 @@ class ParquetRows:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_fs"], state["_cache"] = None, OrderedDict()  # each process opens its own
+        state["_fs"], state["_fs_pid"], state["_cache"] = None, None, OrderedDict()  # each process opens its own
         return state
 
     def row(self, index: int) -> dict:
@@ -111,8 +112,10 @@ class ParquetRows:
         if group in self._cache:
             self._cache.move_to_end(group)
             return self._cache[group]
-        if self._fs is None:
+        if self._fs is None or self._fs_pid != os.getpid():
+            # A forked DataLoader worker opens its own: a filesystem's connections stay with their process.
             self._fs, _ = fsspec.core.url_to_fs(self.folder, **self.storage_options)
+            self._fs_pid = os.getpid()
         number, row_group, _ = self.groups[group]
         with self._fs.open(self.paths[number], "rb") as stream:
             table = pq.ParquetFile(stream).read_row_group(row_group, columns=self.columns)
