@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raydetect.core.crops import CropOptions
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
 from raydetect.offline.output import FACE_SCHEMA, JobOutput, OutputError, chunk_file_name, video_key
 from raydetect.offline.shards import ShardOptions, chunk_frames, decode_chunks, frame_indices, plan_shards
@@ -131,7 +132,8 @@ def test_crops_are_jpegs_of_the_requested_size(data_dir, tmp_path):
 
     options = ShardOptions(sampling=Sampling(count=1), max_side=320, keep_full_frames=True)
     (record,) = _records(data_dir / CROWD, options)
-    stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop_size=64), str(tmp_path))
+    crop = CropOptions(width=64, height=64)
+    stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop=crop), str(tmp_path))
     assert stage.process(record)["faces"] > 0
     table = pd.read_parquet(tmp_path / "faces")
     for crop in table["crop"]:
@@ -246,7 +248,7 @@ def test_cli_options_reach_the_job():
                   "--gpus-per-actor", "0.5", "--storage-options", '{"anon": true}')
     assert spec.shards.sampling == Sampling(count=32) and spec.shards.shard_frames == 150
     assert spec.shards.chunk_bytes == 8 << 20 and spec.detection.max_side == 1280
-    assert spec.detection.crops and spec.detection.crop_size == 112
+    assert spec.detection.crops and (spec.detection.crop.width, spec.detection.crop.height) == (112, 112)
     assert spec.detection.budget["rnet_crops"] == 512 and spec.detection.budget["pnet_pixels"] == 64_000_000
     assert spec.resources.gpus_per_actor == 0.5 and spec.storage_options == {"anon": True}
 
@@ -300,3 +302,55 @@ def test_a_video_is_complete_when_every_chunk_of_every_shard_reported_once():
     failed.add(record(0, 0, True))
     failed.add(record(1, 0, True, error="w.mp4: truncated or corrupt"))
     assert failed.complete and failed.row()["status"] == "error" and failed.row()["label"] == "FAKE"
+
+
+def test_aligned_png_crops_of_a_chunk_are_the_batched_warp_of_its_frames(data_dir, tmp_path):
+    from raydetect.core.crops import cut_crops, decode_crop
+
+    shard_options = ShardOptions(sampling=Sampling(count=3), max_side=320, keep_full_frames=True)
+    records = _records(data_dir / HAMILTON, shard_options)
+    crop = CropOptions(width=96, height=112, align=True, format="png", margin=0.2)
+    stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop=crop), str(tmp_path))
+    assert sum(stage.process(record)["faces"] for record in records) >= 3
+    table = pd.read_parquet(tmp_path / "faces").sort_values(["frame_index", "face_index"])
+    frames = {int(i): f for r in records for i, f in zip(frame_indices(r), chunk_frames(r))}
+    for row in table.itertuples():
+        landmarks = np.asarray(row.landmarks, np.float32).reshape(1, 5, 2)
+        box = np.array([[row.x1, row.y1, row.x2, row.y2]], np.float32)
+        expected, to_crop = cut_crops(frames[row.frame_index][None], [0], box, landmarks, crop)
+        assert row.crop[:4] == b"\x89PNG"
+        # Lossless; within 1 of a warp of the frame alone (the chunk's frames are sampled as one
+        # stacked image, whose float32 coordinates round differently).
+        decoded = decode_crop(row.crop).astype(int)
+        assert decoded.shape == (112, 96, 3) and np.abs(decoded - expected[0]).max() <= 1
+        np.testing.assert_allclose(np.asarray(row.crop_matrix).reshape(2, 3), to_crop[0], rtol=1e-5, atol=1e-3)
+
+
+def test_cli_crop_options_reach_the_job_and_bad_ones_are_refused(capsys):
+    spec = _parse("videos/", "-o", "out", "--crops", "--crop-size", "224x192", "--align", "--crop-pad", "edge",
+                  "--crop-format", "png")
+    assert spec.detection.crop == CropOptions(width=224, height=192, align=True, pad="edge", format="png")
+    assert _parse("videos/", "-o", "out", "--crops").detection.crop == CropOptions()
+    with pytest.raises(ValueError, match="--align needs --crops"):
+        _parse("videos/", "-o", "out", "--align")
+    with pytest.raises(ValueError, match="aligned crops are rotated"):
+        _parse("videos/", "-o", "out", "--crops", "--align", "--crop-pad", "resize")
+    for flag, value, message in (
+        ("--crop-size", "0x5", "at least 1x1"), ("--crop-size", "224by192", "WIDTHxHEIGHT"),
+        ("--crop-pad", "mirror", "invalid choice"), ("--crop-format", "webp", "invalid choice"),
+    ):
+        with pytest.raises(SystemExit):
+            _parse("videos/", "-o", "out", "--crops", flag, value)
+        assert message in capsys.readouterr().err
+
+
+def test_a_rerun_with_other_crop_options_is_refused(tmp_path):
+    output = JobOutput(str(tmp_path))
+    square = DetectionOptions(crops=True).result_options()
+    output.check_options(square, overwrite=False)
+    with pytest.raises(OutputError, match=r"other options \(crop_align\)"):
+        output.check_options(DetectionOptions(crops=True, crop=CropOptions(align=True)).result_options(), False)
+    with pytest.raises(OutputError, match=r"crop_height, crop_pad"):
+        output.check_options(DetectionOptions(crops=True, crop=CropOptions(height=192, pad="edge")).result_options(),
+                             False)
+    output.check_options(square, overwrite=False)

@@ -2,7 +2,8 @@
 
     raydetect detect SOURCE [SOURCE ...] --output DEST [--min-face-size 20]
                      [--every N | --fps F | --frames-per-video K] [--max-side S]
-                     [--crops --crop-size 224 --crop-margin 0.3] [--address auto] [--gpus-per-actor G]
+                     [--crops --crop-size 224|WxH --crop-margin 0.3 --align
+                     --crop-pad zero|edge|resize --crop-format jpeg|png] [--address auto] [--gpus-per-actor G]
 
 SOURCE: a video, a directory, a glob, any fsspec URL (s3://, gs://, file://, memory://) or a manifest
 (CSV / Parquet / JSONL with a ``path`` column and optional ``label``, or a DFDC metadata.json).
@@ -22,6 +23,7 @@ import os
 import sys
 
 from raydetect.core.batching import WorkBudget
+from raydetect.core.crops import CROP_FORMATS, PAD_MODES, CropError, CropOptions, parse_crop_size
 from raydetect.commands.detector_args import add_detector_arguments
 from raydetect.offline.retrying_io import RetryPolicy
 
@@ -61,12 +63,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     crops = parser.add_argument_group("face crops")
-    crops.add_argument("--crops", action="store_true", help="store a JPEG crop of every face (column 'crop')")
-    crops.add_argument("--crop-size", type=_positive_int, default=224, help="crop side in pixels (default 224)")
+    crops.add_argument("--crops", action="store_true", help="store a crop of every face (column 'crop')")
+    crops.add_argument(
+        "--crop-size", type=_crop_size, default=(224, 224), metavar="N|WxH",
+        help="crop size in pixels: N for a square, WIDTHxHEIGHT otherwise (default 224)",
+    )
     crops.add_argument(
         "--crop-margin", type=_non_negative_float, default=0.3,
-        help="context around the face: the square's side is the face's longer side x (1 + margin) (default 0.3)",
+        help="context around the face: the region's shorter side is the face's longer side x (1 + margin); "
+             "with --align the template shrinks by 1 / (1 + margin) (default 0.3)",
     )
+    crops.add_argument("--align", action="store_true",
+                       help="warp each face onto the 5-point ArcFace template by a similarity transform "
+                            "of its landmarks (needs --crops)")
+    crops.add_argument("--crop-pad", choices=PAD_MODES, default=None,
+                       help="outside the frame: zero (black), edge (border pixels repeated), resize (the region "
+                            "is cut to the frame and stretched; not with --align) (default zero)")
+    crops.add_argument("--crop-format", choices=CROP_FORMATS, default=None,
+                       help="jpeg, or png for lossless crops (default jpeg)")
     crops.add_argument("--crop-quality", type=_jpeg_quality, default=90, help="JPEG quality 1-100 (default 90)")
 
     cluster = parser.add_argument_group("cluster")
@@ -179,9 +193,7 @@ def job_spec(args: argparse.Namespace):
         budget=budget or None,
         max_side=args.max_side,
         crops=args.crops,
-        crop_size=args.crop_size,
-        crop_margin=args.crop_margin,
-        crop_quality=args.crop_quality,
+        crop=crop_options(args),
         torch_threads=args.threads_per_actor,
         precision=args.precision,
         compile=args.compile,
@@ -203,6 +215,22 @@ def job_spec(args: argparse.Namespace):
     return JobSpec(
         sources=sources, output=output, detection=detection, shards=shards, resources=resources,
         overwrite=args.overwrite, storage_options=args.storage_options,
+    )
+
+
+def crop_options(args: argparse.Namespace) -> CropOptions:
+    """The crop options the parsed arguments describe (raises CropError for inconsistent ones)."""
+    if not args.crops:
+        given = [flag for flag, value in (("--align", args.align), ("--crop-pad", args.crop_pad),
+                                          ("--crop-format", args.crop_format)) if value]
+        if given:
+            raise CropError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --crops (it shapes the "
+                            "face crops)")
+    width, height = args.crop_size
+    return CropOptions(
+        width=width, height=height, margin=args.crop_margin, align=args.align,
+        pad=args.crop_pad or CropOptions.pad, format=args.crop_format or CropOptions.format,
+        quality=args.crop_quality,
     )
 
 
@@ -313,6 +341,13 @@ def _float(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
+
+
+def _crop_size(text: str) -> tuple[int, int]:
+    try:
+        return parse_crop_size(text)
+    except CropError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _jpeg_quality(text: str) -> int:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from raydetect.core.crops import face_crops
+from raydetect.core.crops import CropOptions, cut_crops, encode_crop
 from raydetect.offline.output import JobOutput, face_schema
 from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.core.results import Detections
@@ -39,7 +39,7 @@ class DetectionOptions:
         device: torch device ("cpu", "cuda"; None: CUDA when present).
         budget: per-pass work limits as WorkBudget keyword arguments (None: the device's default).
         max_side: downscale frames that arrive larger than this before detection.
-        crops: cut a JPEG crop of every face; crop_size, crop_margin, crop_quality shape it.
+        crops: cut a crop of every face, shaped by ``crop`` (:class:`CropOptions`).
         torch_threads: intra-op threads for a CPU detector (None: torch's default).
         precision: the networks' precision ("auto", "float32", "bfloat16", "float16"; see ``FaceDetector``).
         compile: torch.compile the networks in each actor (see ``FaceDetector``).
@@ -52,9 +52,7 @@ class DetectionOptions:
     budget: dict | None = None
     max_side: int | None = None
     crops: bool = False
-    crop_size: int = 224
-    crop_margin: float = 0.3
-    crop_quality: int = 90
+    crop: CropOptions = field(default_factory=CropOptions)
     torch_threads: int | None = None
     precision: str = "auto"
     compile: bool = False
@@ -66,9 +64,9 @@ class DetectionOptions:
         for name in ("device", "budget", "torch_threads", "precision", "compile"):
             options.pop(name)
         options["thresholds"] = list(self.thresholds)
-        if not self.crops:
-            for name in ("crop_size", "crop_margin", "crop_quality"):
-                options.pop(name)
+        options.pop("crop")
+        if self.crops:  # flat names, so that a refused re-run names the crop option that changed
+            options.update({f"crop_{name}": value for name, value in self.crop.recorded().items()})
         return options
 
 
@@ -175,15 +173,22 @@ class ChunkDetector:
             "height": pa.array(np.full(total, record["height"], np.int32)),
         }
         if self.options.crops:
-            columns["crop"] = pa.array(self._crops(frames, detections, record), pa.binary())
+            crops, to_crop = self._crops(frames, detections, record)
+            columns["crop"] = pa.array(crops, pa.binary())
+            columns["crop_matrix"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(to_crop.reshape(-1).astype(np.float32)), 6
+            ).cast(pa.list_(pa.float32()))
         return pa.table(columns, schema=self.schema)
 
-    def _crops(self, frames: np.ndarray, detections: list[Detections], record: dict) -> list[bytes]:
-        """JPEG crops cut from the frames as shipped. With crops on the pipeline ships full-resolution
-        frames, so the factors below are 1; they map the boxes onto frames downscaled at decode."""
-        o = self.options
-        to_shipped = np.array([record["scale_x"], record["scale_y"]] * 2, np.float32)
-        crops: list[bytes] = []
-        for image, found in zip(frames, detections):
-            crops.extend(face_crops(image, found.boxes / to_shipped, o.crop_size, o.crop_margin, o.crop_quality))
-        return crops
+    def _crops(self, frames: np.ndarray, detections: list[Detections], record: dict) -> tuple[list[bytes], np.ndarray]:
+        """Encoded crops of every face, cut from the frames as shipped in one batched pass on the
+        detector's device, and (N, 2, 3) maps from original frame pixels to crop pixels. With crops on
+        the pipeline ships full-resolution frames, so ``to_shipped`` is 1; it maps the boxes onto
+        frames downscaled at decode."""
+        to_shipped = np.array([record["scale_x"], record["scale_y"]], np.float64)
+        face_frames = np.repeat(np.arange(len(detections)), [len(d) for d in detections])
+        boxes = np.concatenate([d.boxes for d in detections]) / np.tile(to_shipped, 2)
+        landmarks = np.concatenate([d.landmarks for d in detections]) / to_shipped
+        images, to_crop = cut_crops(frames, face_frames, boxes, landmarks, self.options.crop, self.detector.device)
+        to_crop[:, :, :2] /= to_shipped  # from shipped-frame pixels to original pixels
+        return [encode_crop(image, self.options.crop) for image in images], to_crop

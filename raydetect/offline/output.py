@@ -33,6 +33,7 @@ from raydetect.offline.retrying_io import RetryPolicy, call_with_retries
 
 FACES = "faces"
 VIDEOS = "videos"
+CLIPS = "clips"
 JOB_FILE = "_job.json"
 TEMP_PREFIX = ".tmp-"
 
@@ -53,7 +54,20 @@ FACE_SCHEMA = pa.schema(
         ("height", pa.int32()),
     ]
 )
-CROP_FIELD = pa.field("crop", pa.binary())
+# With --crops: the encoded crop (JPEG or PNG) and the 2 x 3 affine map, row-major, from frame pixels
+# (the boxes' and landmarks' coordinates) to crop pixels.
+CROP_FIELDS = [pa.field("crop", pa.binary()), pa.field("crop_matrix", pa.list_(pa.float32()))]
+
+# DEST/clips: one row per clip of T faces of one track (the rule: raydetect.core.clips).
+CLIP_SCHEMA = pa.schema(
+    [
+        ("video", pa.string()),
+        ("label", pa.string()),
+        ("track_id", pa.int64()),
+        ("clip_index", pa.int32()),  # order of the clip within its track, from 0
+        ("frame_indices", pa.list_(pa.int64())),  # T frames; each names a DEST/faces row of the track
+    ]
+)
 
 VIDEO_SCHEMA = pa.schema(
     [
@@ -80,7 +94,7 @@ class OutputError(RaydetectError, ValueError):
 
 
 def face_schema(crops: bool) -> pa.Schema:
-    return FACE_SCHEMA.append(CROP_FIELD) if crops else FACE_SCHEMA
+    return pa.schema(list(FACE_SCHEMA) + CROP_FIELDS) if crops else FACE_SCHEMA
 
 
 def video_key(video: str) -> str:
