@@ -46,7 +46,7 @@ def test_detector_time_follows_the_calibration():
     options = ShardOptions(sampling=Sampling(fps=5.0), max_side=640)
     from raydetect.offline.estimate import add_detector_time
 
-    result = estimate(rows, 1, options, crops=True, crop_size=112)
+    result = estimate(rows, 1, options, crops=True, crop_pixels=112 * 112)
     assert (result.probed, result.shards, result.sampled) == (1, 2, 50)
     add_detector_time(result, calibration, min_face_size=20, scale_factor=0.709)
     per_frame = calibration.estimate_ms(plan_pyramid(360, 640, 20, 0.709))["ms"]

@@ -113,9 +113,10 @@ def detection_size(width: int, height: int, max_side: int | None) -> tuple[int, 
 
 
 def estimate(shard_rows: list[dict], videos: int, options: ShardOptions, crops: bool = False,
-             crop_size: int = 224, faces_per_frame: float = 1.0) -> JobEstimate:
+             crop_pixels: int = 224 * 224, faces_per_frame: float = 1.0) -> JobEstimate:
     """Count the work of ``shard_rows`` (every shard of every listed video; a failed probe is one row
-    with ``error``). Detector time is added by :func:`add_detector_time`."""
+    with ``error``). ``crop_pixels``: width x height of one crop. Detector time is added by
+    :func:`add_detector_time`."""
     result = JobEstimate(videos=videos, faces_per_frame=faces_per_frame)
     seen: set[str] = set()
     for row in shard_rows:
@@ -132,7 +133,7 @@ def estimate(shard_rows: list[dict], videos: int, options: ShardOptions, crops: 
         count = sampled_frames(info, options)
         result.sampled += count
         result.sizes[detection_size(info.width, info.height, options.max_side)] += count
-    per_face = FACE_ROW_BYTES + (CROP_BYTES_224_Q90 * (crop_size / 224) ** 2 if crops else 0)
+    per_face = FACE_ROW_BYTES + (CROP_BYTES_224_Q90 * crop_pixels / (224 * 224) if crops else 0)
     result.output_bytes = int(result.sampled * faces_per_frame * per_face)
     return result
 

@@ -470,7 +470,8 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
     if todo:
         planned = _planned_shards(todo, shards, ray, retries=spec.worker_retries)
         rows = list(planned.select_columns(columns).iter_rows())
-    result = estimate(rows, len(todo), shards, crops=detection.crops, crop_size=detection.crop_size)
+    result = estimate(rows, len(todo), shards, crops=detection.crops,
+                      crop_pixels=detection.crop.width * detection.crop.height)
     result.skipped = len(inputs) - len(todo)
     if calibrate and result.sampled:
         from raydetect.tuning.calibration import load_or_measure
