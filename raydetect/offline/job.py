@@ -2,29 +2,41 @@
 
     inputs (driver) -> probe + plan shards (CPU tasks) -> one shard per block
       -> decode shards into chunks of sampled frames (CPU tasks, streaming)
-      -> detect + crop + write each chunk's faces (actor pool, one FaceDetector per actor, GPU if asked)
-      -> small accounting records streamed back to the driver, which writes one row per finished video.
+      -> detect + crop + stage each chunk's faces and frame signatures (actor pool, one FaceDetector
+         per actor, GPU if asked)
+      -> small accounting records streamed back to the driver
+      -> once every chunk of a video is staged: its finalising step (a Ray task) links the faces
+         into tracks over the whole video and writes its faces and tracks files
+      -> the driver writes one row per finished video.
 
 Streaming end to end: decode tasks yield chunks one at a time and Ray Data's backpressure bounds
 the chunks in flight, so memory does not grow with the number of videos. A long video spreads
 over many shards, hence many decode tasks and actors; pull-based dispatch keeps a crowded shard
 from stalling the others.
 
-Nothing lost, nothing duplicated: every chunk's faces go to a file whose name is fixed by the video
-and frame range, so a chunk redone after an actor died replaces its file. A video's row in
-DEST/videos is written only once all its chunks are, and is what a re-run uses to skip it;
-faces of a failed video are removed. See :mod:`raydetect.offline.output` for the layout.
+Nothing lost, nothing duplicated: every chunk's staged files have names fixed by the video and
+frame range, so a chunk redone after an actor died replaces them; the finalising step rewrites
+the video's two files whole, so one retried after its worker died writes the same files again.
+A video's row in DEST/videos is written only after its finalising step, and is what a re-run
+uses to skip it; files of a failed video are removed. See :mod:`raydetect.offline.output` for the
+layout and :mod:`raydetect.offline.finalise` for the tracks.
+
+The finalising step runs as a Ray task, not on the driver: it reads a whole video's faces, which
+for long videos with crops is far more than the driver should hold or write, and many videos
+finalise at once on a large dataset. The driver only keeps a small state per video.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from raydetect.core.tracking import TrackingOptions
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.offline.finalise import finalise_video
 from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
 from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
 from raydetect.offline.sources import VideoInput, list_inputs
@@ -32,6 +44,10 @@ from raydetect.offline.sources import VideoInput, list_inputs
 log = logging.getLogger("raydetect.offline.job")
 
 DECODER_MEMORY = 384 << 20  # a decode worker beside its chunks: Python, OpenCV, pyarrow, FFmpeg, one frame
+# A finalising step mostly waits on storage and holds one chunk's crops at a time: a small CPU share,
+# so it runs beside the actors instead of queueing behind them.
+FINALISE_CPUS = 0.25
+FINALISE_RETRIES = 3  # a finalising step whose worker died runs again (it rewrites the same files)
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,7 @@ class JobSpec:
     detection: DetectionOptions = field(default_factory=DetectionOptions)
     shards: ShardOptions = field(default_factory=ShardOptions)
     resources: Resources = field(default_factory=Resources)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
     overwrite: bool = False
     storage_options: dict | None = None
     flush_seconds: float = 30.0  # write finished videos' rows at least this often
@@ -82,6 +99,7 @@ class JobSummary:
     frames_decoded: int = 0
     frames_detected: int = 0
     faces: int = 0
+    tracks: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -98,8 +116,8 @@ class JobSummary:
             f"inputs: {self.inputs} ({self.ok} ok, {self.failed} failed, {self.skipped} already done)",
             f"frames: {self.frames_decoded} decoded, {self.frames_detected} detected "
             f"({self.fps:.2f} frames/s over {self.seconds:.1f} s)",
-            f"faces: {self.faces}",
-            f"output: {self.output}/faces and {self.output}/videos",
+            f"faces: {self.faces} in {self.tracks} tracks",
+            f"output: {self.output}/faces, {self.output}/tracks and {self.output}/videos",
         ]
         for message in self.errors[:20]:
             lines.append(f"failed: {message}")
@@ -133,8 +151,9 @@ class _DecodeStage:
 class DetectActor:
     """Ray Data actor: hosts one ChunkDetector (one FaceDetector), built once per actor."""
 
-    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None):
-        self.stage = ChunkDetector(options, dest, storage_options)
+    def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None,
+                 tracking: TrackingOptions):
+        self.stage = ChunkDetector(options, dest, storage_options, tracking)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = [self.stage.process(_record(batch, i)) for i in range(batch.num_rows)]
@@ -188,7 +207,7 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     detection = spec.detection
     if detection.device is None or (device == "cpu" and detection.device.startswith("cuda")):
         detection = _replace(detection, device=device)
-    if detection.torch_threads is None and device == "cpu":
+    if detection.torch_threads is None and threads is not None:
         detection = _replace(detection, torch_threads=threads)
     shards = _replace(spec.shards, keep_full_frames=detection.crops, max_side=detection.max_side,
                       storage_options=spec.storage_options,
@@ -208,7 +227,8 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray):
     dataset = dataset.flat_map(_DecodeStage(shards), num_cpus=spec.resources.decode_cpus, memory=decode_memory)
     dataset = dataset.map_batches(
         DetectActor,
-        fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options},
+        fn_constructor_kwargs={"options": detection, "dest": spec.output, "storage_options": spec.storage_options,
+                               "tracking": spec.tracking},
         batch_size=1,
         batch_format="pyarrow",  # pixel bytes reach the detector without a copy
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
@@ -237,6 +257,8 @@ class _VideoState:
     frames_decoded: int = 0
     frames_detected: int = 0
     faces: int = 0
+    tracks: int = 0
+    cuts: list = field(default_factory=list)
     seconds: float = 0.0
     frame_count: int = 0
     fps: float = 0.0
@@ -285,6 +307,8 @@ class _VideoState:
             "width": self.width,
             "height": self.height,
             "shards": self.num_shards or 0,
+            "tracks": self.tracks,
+            "cuts": self.cuts,
         }
 
 
@@ -306,7 +330,48 @@ class _VideoRows:
         table = pa.Table.from_pylist(self.pending, schema=VIDEO_SCHEMA)
         self.output.write_table(table, VIDEOS, f"part-{self.run_id}-{self.parts:05d}.parquet")
         self.parts += 1
+        # Their rows are written: the finished videos' staged chunks are not needed any more.
+        self.output.remove_staging_of({video_key(row["video"]) for row in self.pending if row["status"] == "ok"})
         self.pending = []
+
+
+class _Finalisers:
+    """The finalising steps in flight: one Ray task per video whose chunks are all staged."""
+
+    def __init__(self, spec: JobSpec, ray):
+        self.ray = ray
+        self.task = ray.remote(num_cpus=FINALISE_CPUS, max_retries=FINALISE_RETRIES)(_finalise)
+        self.spec = spec
+        self.pending: dict = {}  # object ref -> _VideoState
+
+    def start(self, state: _VideoState) -> None:
+        item = state.item
+        ref = self.task.remote(self.spec.output, self.spec.storage_options, video_key(item.video), item.video,
+                               item.label, self.spec.tracking, self.spec.detection.crops)
+        self.pending[ref] = state
+
+    def finished(self, wait: bool = False) -> list[_VideoState]:
+        """States of the videos whose step ended (all of them when ``wait``), with its outcome recorded."""
+        if not self.pending:
+            return []
+        refs = list(self.pending)
+        done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=None if wait else 0)
+        states = []
+        for ref in done:
+            state = self.pending.pop(ref)
+            try:
+                result = self.ray.get(ref)
+            except Exception as exc:  # this video fails, the job goes on
+                state.error = f"{state.item.video}: finalising failed: {type(exc).__name__}: {exc}"
+            else:
+                state.faces, state.tracks, state.cuts = result.faces, result.tracks, result.cuts
+            states.append(state)
+        return states
+
+
+def _finalise(dest: str, storage_options: dict | None, key: str, video: str, label: str | None,
+              tracking: TrackingOptions, crops: bool):
+    return finalise_video(JobOutput(dest, storage_options), key, video, label, tracking, crops)
 
 
 def run_job(spec: JobSpec, ray=None) -> JobSummary:
@@ -318,8 +383,9 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     summary = JobSummary(output=output.url())
     inputs = list_inputs(spec.sources, spec.storage_options)
     summary.inputs = len(inputs)
-    output.check_options({**spec.detection.result_options(), **_sampling_options(spec.shards)}, spec.overwrite)
+    output.check_options(result_options(spec), spec.overwrite)
     output.remove_temporaries()
+    output.remove_staging()  # chunks staged by an interrupted run: their videos are redone whole
 
     finished = output.finished_videos()
     todo = [item for item in inputs if finished.get(item.video) != "ok"]
@@ -332,14 +398,22 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     states = {item.video: _VideoState(item) for item in todo}
     rows = _VideoRows(output, run_id=time.strftime("%Y%m%d-%H%M%S") + f"-{int(started * 1000) % 100000:05d}")
     last_flush = last_progress = time.perf_counter()
+
+    def record_finished(finished: list[_VideoState]) -> None:
+        for state in finished:
+            if not state.error:  # a failed step is recorded with the other failures below
+                rows.add(state.row())
+                _count(summary, state)
+
     if todo:
         dataset = build_dataset(spec, todo, ray)
+        finalisers = _Finalisers(spec, ray)
         try:
             for record in dataset.iter_rows():
                 state = states[record["video"]]
                 if state.add(record) and state.complete and not state.error:
-                    rows.add(state.row())
-                    _count(summary, state)
+                    finalisers.start(state)
+                record_finished(finalisers.finished())
                 now = time.perf_counter()
                 if now - last_flush >= spec.flush_seconds:
                     rows.flush()
@@ -347,10 +421,11 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
                 if now - last_progress >= spec.progress_seconds:
                     _log_progress(states, now - started)
                     last_progress = now
+            record_finished(finalisers.finished(wait=True))
         except BaseException:
             rows.flush()  # keep what finished: a re-run skips it
             raise
-    # Every writer is done: drop the faces of failed videos, then record their rows.
+    # Every writer is done: drop the files of failed videos, then record their rows.
     rows.flush()
     for state in states.values():
         if not state.complete and state.error is None:
@@ -363,14 +438,22 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
             summary.errors.append(state.error)
     rows.flush()
     output.remove_temporaries()
+    output.remove_staging()
     output.ensure_readable_faces(spec.detection.crops)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _sampling_options(shards: ShardOptions) -> dict:
-    sampling = shards.sampling
-    return {"every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count}
+def result_options(spec: JobSpec) -> dict:
+    """The options that decide the output's content (recorded in DEST/_job.json): detection,
+    sampling, tracking; not the ones that only change speed or placement."""
+    sampling = spec.shards.sampling
+    return {
+        **spec.detection.result_options(),
+        "every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count,
+        "detect_every": spec.shards.detect_every,
+        "tracking": asdict(spec.tracking),
+    }
 
 
 def _count(summary: JobSummary, state: _VideoState) -> None:
@@ -381,6 +464,7 @@ def _count(summary: JobSummary, state: _VideoState) -> None:
     summary.frames_decoded += state.frames_decoded
     summary.frames_detected += state.frames_detected
     summary.faces += state.faces
+    summary.tracks += state.tracks
 
 
 def _log_progress(states: dict, elapsed: float) -> None:
