@@ -55,9 +55,8 @@ def finalise_video(output: JobOutput, key: str, video: str, label: str | None, t
     cuts = find_cuts(signatures, tracking)
     cut_frames = frame_index[cuts].tolist()
 
-    link_columns = ["frame_index", "timestamp_s", "face_index", "interpolated", "x1", "y1", "x2", "y2", "score",
-                    "from_frame", "from_face", "to_frame", "to_face"]
-    parts = [output.read(path, link_columns) for path in face_files]
+    # Everything but the crops, which are read again one file at a time while writing.
+    parts = [output.read(path, staged_face_schema(False).names) for path in face_files]
     sizes = [part.num_rows for part in parts]
     if not sum(sizes):
         return Finalised(0, 0, 0, cut_frames)
