@@ -121,22 +121,32 @@ def test_sharded_run_equals_unsharded_run(reference, data_dir, tmp_path):
 
 def test_detect_every_k_sharded_equals_unsharded_with_crops_from_the_real_frames(ray_session, data_dir, tmp_path):
     """--detect-every 3 on every frame of the clip, with crops: shards of 10 frames and the smallest
-    chunks on two actors give the faces, crops and tracks of one shard in one chunk."""
+    chunks on two actors give the faces, crops and tracks of the whole video staged as one chunk and
+    finalised in this process."""
     from dataclasses import replace
 
+    from raydetect.offline.chunk_detection import ChunkDetector
+    from raydetect.offline.finalise import finalise_video
+    from raydetect.offline.output import JobOutput, video_key
+    from raydetect.offline.shards import decode_chunks, plan_shards
+
     detection = replace(DETECTION, crops=True, crop_size=48)
-    runs = {}
-    for name, shard_frames, chunk_bytes, resources in (
-        ("whole", 1000, 128 << 20, RESOURCES),
-        ("sharded", 10, 1, Resources(actors=2, cpus_per_actor=1, decode_cpus=1, torch_threads=1)),
-    ):
-        summary = run_job(_spec([data_dir / HAMILTON], tmp_path / name, shard_frames, chunk_bytes, resources,
-                                detection=detection, sampling=Sampling(), detect_every=3))
-        assert summary.exit_status == 0 and summary.frames_detected == 15, summary.text()
-        runs[name] = (_faces(tmp_path / name), _tracks(tmp_path / name))
-    faces, tracks = runs["whole"]
-    pd.testing.assert_frame_equal(runs["sharded"][0], faces)
-    pd.testing.assert_frame_equal(runs["sharded"][1], tracks)
+    spec = _spec([data_dir / HAMILTON], tmp_path / "sharded", 10, 1,
+                 Resources(actors=2, cpus_per_actor=1, decode_cpus=1, torch_threads=1),
+                 detection=detection, sampling=Sampling(), detect_every=3)
+    summary = run_job(spec)
+    assert summary.exit_status == 0 and summary.frames_detected == 15, summary.text()
+
+    whole = replace(spec.shards, shard_frames=1000, chunk_bytes=1 << 30, max_side=320, keep_full_frames=True)
+    video = str(data_dir / HAMILTON)
+    item = {"video": video, "label": "", "key": video_key(video)}
+    (shard,) = plan_shards(item, whole)
+    (chunk,) = decode_chunks(shard, whole)
+    ChunkDetector(replace(detection, torch_threads=1), str(tmp_path / "whole")).process(chunk)
+    finalise_video(JobOutput(str(tmp_path / "whole")), item["key"], video, None, spec.tracking, crops=True)
+    faces = _faces(tmp_path / "whole")
+    pd.testing.assert_frame_equal(_faces(tmp_path / "sharded"), faces)
+    pd.testing.assert_frame_equal(_tracks(tmp_path / "sharded"), _tracks(tmp_path / "whole"))
     detected = faces[~faces["interpolated"]]
     assert set(detected["frame_index"]) <= set(range(0, 45, 3))
     filled = faces[faces["interpolated"]]
