@@ -405,3 +405,38 @@ def test_finalising_links_across_chunks_and_keeps_interpolated_faces_only_where_
     again = finalise_video(output, "k", "v.mp4", "REAL", TrackingOptions(min_track_faces=2), crops=True)
     assert (again.faces, again.tracks) == (4, 1)
     assert set(pd.read_parquet(tmp_path / "faces" / "k.parquet")["track_id"]) == {0}
+
+
+def test_cli_tracking_options_reach_the_job_once_and_decide_the_results(tmp_path):
+    from raydetect.core.tracking import TrackingOptions
+    from raydetect.offline.job import result_options
+
+    spec = _parse("videos/", "-o", "out", "--track-max-gap", "0.8", "--min-track-faces", "7", "--detect-every", "3",
+                  "--max-side", "640", "--threads-per-actor", "2")
+    assert spec.tracking == TrackingOptions(max_gap_s=0.8, min_track_faces=7) and spec.shards.detect_every == 3
+    # Each option is given in one place; the job derives the copies its stages need.
+    assert spec.detection.max_side == 640 and spec.shards.max_side is None
+    assert spec.resources.torch_threads == 2 and spec.detection.torch_threads is None
+    default = _parse("videos/", "-o", "out")
+    assert default.tracking == TrackingOptions() and default.shards.detect_every == 1
+
+    output = JobOutput(str(tmp_path))
+    output.check_options(result_options(default), overwrite=False)
+    with pytest.raises(OutputError, match=r"other options \(detect_every, max_side, tracking\)"):
+        output.check_options(result_options(spec), overwrite=False)
+    speed_only = _parse("videos/", "-o", "out", "--threads-per-actor", "1", "--shard-frames", "50")
+    output.check_options(result_options(speed_only), overwrite=False)  # placement does not change results
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--detect-every", "0"], "--detect-every: must be at least 1, got 0"),
+    (["--track-max-gap", "-0.5"], "--track-max-gap: must be zero or more, got -0.5"),
+    (["--min-track-faces", "0"], "--min-track-faces: must be at least 1, got 0"),
+])
+def test_cli_refuses_bad_tracking_options_before_any_work(argv, message, capsys, tmp_path):
+    from raydetect.commands.detect import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "v.mp4"), "-o", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -115,7 +115,7 @@ def _track_ids(faces: pa.Table, frame_index: np.ndarray, timestamps: np.ndarray,
     ids[detected] = link_tracks(frame_index, timestamps, cuts, face_frames[detected], boxes[detected],
                                 scores[detected], tracking)
     filled = np.flatnonzero(interpolated)
-    if len(filled):
+    if len(filled) and len(detected):
         keys = face_frames[detected] * _FACES_PER_FRAME + faces.column("face_index").to_numpy()[detected]
         order = np.argsort(keys)
 
