@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from raydetect.core.tracking import TrackingOptions  # noqa: E402
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions  # noqa: E402
 from raydetect.offline.finalise import finalise_video  # noqa: E402
-from raydetect.offline.output import JobOutput, video_key  # noqa: E402
+from raydetect.offline.output import FACE_SCHEMA, JobOutput, video_key  # noqa: E402
 from raydetect.offline.shards import ShardOptions, decode_chunks, plan_shards  # noqa: E402
 
 
@@ -51,7 +51,8 @@ def run(video: str, frames: int, k: int, detector: ChunkDetector, shards: ShardO
     assert not result["error"], result["error"]
     finalise_video(JobOutput(dest), item["key"], video, None, detector.tracking, crops=False)
     seconds = time.perf_counter() - started
-    return seconds, pd.read_parquet(Path(dest) / "faces")
+    faces = Path(dest) / "faces"
+    return seconds, pd.read_parquet(faces) if faces.is_dir() else pd.DataFrame(columns=FACE_SCHEMA.names)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
