@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raydetect.cli import main
-from raydetect.commands.preview import read_face_rows
+from raydetect.commands.preview import read_face_rows, read_track_rows
 from raydetect.core.crops import face_crops
 from raydetect.tuning.drawing import BOX_COLOR, contact_sheet, decode_jpeg, draw_boxes, draw_detections
 from raydetect.tuning.image_folders import read_image
@@ -163,3 +163,77 @@ def test_corrupt_crop_is_named(tmp_path, capsys):
                    tmp_path / "f.parquet")
     assert main(["preview", str(tmp_path / "f.parquet"), "-o", str(tmp_path / "s.png")]) == 2
     assert "crop of v.mp4 frame 7" in capsys.readouterr().err
+
+
+def _tracked_face_table(data_dir, path, tracks=3, faces_per_track=12):
+    """A face table with track columns as the offline job writes them: crops of a real photo's faces,
+    each face one person (track) over several frames, rows shuffled as shards would leave them."""
+    image = read_image(data_dir / PHOTO)
+    boxes = np.array(json.loads((data_dir / "dlib_faces" / "annotations.json").read_text())["images"]
+                     ["2007_007763.jpg"], np.float32)[:tracks]
+    boxes[:, 2:] += boxes[:, :2]
+    crops = face_crops(image, boxes, size=64, margin=0.2)
+    rows = [(t, f) for t in range(tracks) for f in range(faces_per_track)]
+    order = np.random.default_rng(1).permutation(len(rows))
+    rows = [rows[i] for i in order]
+    n = len(rows)
+    columns = {
+        "video": ["clips/a.mp4"] * n, "label": [None] * n, "frame_index": [f * 2 for _, f in rows],
+        "timestamp_s": [f * 2 / 25 for _, f in rows], "face_index": [t for t, _ in rows],
+        "x1": boxes[[t for t, _ in rows], 0], "y1": boxes[[t for t, _ in rows], 1],
+        "x2": boxes[[t for t, _ in rows], 2], "y2": boxes[[t for t, _ in rows], 3],
+        "score": [0.9 + 0.03 * t for t, _ in rows], "landmarks": [[0.0] * 10] * n,
+        "width": [image.shape[1]] * n, "height": [image.shape[0]] * n,
+        "crop": [crops[t] for t, _ in rows],
+        "track_id": [t for t, _ in rows], "interpolated": [False] * n,
+    }
+    schema = face_schema(True)
+    for name, kind in (("track_id", pa.int64()), ("interpolated", pa.bool_())):
+        if name not in schema.names:  # the job's schema gains these columns with tracks
+            schema = schema.append(pa.field(name, kind))
+    pq.write_table(pa.table(columns, schema=schema), path)
+    return crops
+
+
+def test_track_sheet_draws_one_row_per_track(data_dir, tmp_path, capsys):
+    faces_dir = tmp_path / "dest" / "faces"
+    faces_dir.mkdir(parents=True)
+    crops = _tracked_face_table(data_dir, faces_dir / "part-0.parquet", tracks=3, faces_per_track=12)
+    output = tmp_path / "tracks.png"
+    argv = ["preview", str(faces_dir), "-o", str(output), "--columns", "5", "--tile-size", "64"]
+    assert main(argv) == 0
+    assert "track sheet of 3 tracks, 15 faces" in capsys.readouterr().out
+    sheet = read_image(output)
+    assert sheet.shape[1] == 5 * (64 + 4) + 4
+    # Each row shows its own person's crop only: compare every tile with the three crops.
+    tracks = read_track_rows(faces_dir, 3, 5, "file")
+    assert [t["track_id"] for t in tracks] == [0, 1, 2]
+    assert [t["count"] for t in tracks] == [12, 12, 12]
+    for track in tracks:
+        assert [face["frame_index"] for face in track["faces"]] == [0, 6, 12, 16, 22]  # spread, ends kept
+        assert all(face["crop"] == crops[track["track_id"]] for face in track["faces"])
+    best = read_track_rows(faces_dir, 1, 2, "best")
+    assert best[0]["track_id"] == 2  # highest mean score
+
+
+def test_preview_video_colours_boxes_by_track(data_dir, tmp_path, capsys):
+    # Every 3rd frame of the vendored clip: two people before its cut at frame 20 (tracks 0 and 1),
+    # a close-up after it (track 2): each box in its track's colour, none carried over the cut.
+    from raydetect.tuning.drawing import track_color
+
+    output = tmp_path / "tracks.mp4"
+    argv = ["preview", str(data_dir / VIDEO), "-o", str(output), "--every", "3", "--min-face-size", "40"]
+    assert main(argv) == 0
+    capture = cv2.VideoCapture(str(output))
+    colours_seen = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(int)
+        found = [k for k in range(4) if (np.abs(rgb - track_color(k)).sum(axis=2) < 60).sum() > 150]
+        colours_seen.append(tuple(found))
+    assert len(colours_seen) == 15
+    assert set(colours_seen[:7]) == {(0, 1)}
+    # Right after the cut the close-up's box lies mostly outside the frame: too few pixels to see.
+    assert set(colours_seen[7:]) <= {(2,), ()} and colours_seen[7:].count((2,)) >= 6

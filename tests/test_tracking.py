@@ -16,6 +16,8 @@ from raydetect.core.tracking import (
     frame_signature,
     interpolate_tracks,
     link_tracks,
+    long_track_faces,
+    track_frames,
 )
 
 FPS = 30.0
@@ -48,7 +50,8 @@ def _line(frames, start, end, side=60.0, side_end=None):
     out = []
     for frame in frames:
         w = (frame - first) / max(last - first, 1)  # along the path in time, hidden frames included
-        out.append((frame, start[0] + (end[0] - start[0]) * w, start[1] + (end[1] - start[1]) * w, side + (side_end - side) * w))
+        centre = np.asarray(start) + (np.asarray(end) - np.asarray(start)) * w
+        out.append((frame, centre[0], centre[1], side + (side_end - side) * w))
     return out
 
 
@@ -75,6 +78,19 @@ def test_gap_within_max_gap_resumes_and_longer_gap_ends_the_track():
     seq, persons = _sequence({0: _line(seen, (100, 100), (200, 100))}, 40)
     assert len(np.unique(link_tracks(**seq))) == 1
     assert len(np.unique(link_tracks(**seq, options=TrackingOptions(max_gap_s=0.2)))) == 2
+
+
+def test_hidden_walker_is_found_where_it_should_have_got_to():
+    # 8 px/frame, hidden for frames 15-24 (0.33 s): it reappears 80 px on, more than its 60 px box,
+    # where only the predicted motion looks for it; a face left standing at the hiding place
+    # (entering at frame 25) must not take the walker's track.
+    seen = [f for f in range(40) if not 15 <= f < 25]
+    walker, stander = _line(seen, (100, 200), (100 + 8 * 39, 200)), _line(range(25, 40), (212, 200), (212, 200))
+    seq, persons = _sequence({0: walker, 1: stander}, 40)
+    ids = link_tracks(**seq)
+    by_track, by_person = _groups(ids, persons)
+    assert by_person[0] == {ids[persons == 0][0]} and len(by_person[1]) == 1
+    assert all(len(p) == 1 for p in by_track.values())
 
 
 def test_cut_ends_every_track_even_when_the_box_stays():
@@ -123,7 +139,9 @@ def test_sparse_sampling_beyond_max_gap_links_nothing():
 def test_doubtful_detection_beside_a_face_cannot_take_its_track():
     # A face at 0.99 and, from frame 10, a 0.71 blob overlapping it more closely to the predicted
     # box: the confident face keeps the track (ByteTrack's first stage).
-    seq, persons = _sequence({0: _line(range(20), (200, 200), (240, 200)), 1: _line(range(10, 20), (222, 200), (242, 200))}, 20)
+    seq, persons = _sequence(
+        {0: _line(range(20), (200, 200), (240, 200)), 1: _line(range(10, 20), (222, 200), (242, 200))}, 20
+    )
     seq["scores"][persons == 1] = 0.71
     ids = link_tracks(**seq)
     assert len(set(ids[persons == 0])) == 1
@@ -131,7 +149,11 @@ def test_doubtful_detection_beside_a_face_cannot_take_its_track():
 
 def test_ids_numbered_by_first_face_and_independent_of_input_order():
     seq, _ = _sequence(
-        {0: _line(range(5, 20), (400, 100), (420, 100)), 1: _line(range(5, 20), (100, 100), (120, 100)), 2: _line(range(0, 20), (250, 300), (250, 300))},
+        {
+            0: _line(range(5, 20), (400, 100), (420, 100)),
+            1: _line(range(5, 20), (100, 100), (120, 100)),
+            2: _line(range(0, 20), (250, 300), (250, 300)),
+        },
         20,
     )
     ids = link_tracks(**seq)
@@ -188,7 +210,10 @@ def test_interpolation_fills_frames_between_detections_but_not_across_cuts_or_lo
 
 @pytest.mark.parametrize(
     "option, value",
-    [("max_gap_s", -0.1), ("min_track_faces", 0), ("min_track_faces", 1.5), ("max_gap_s", float("nan")), ("min_iou", 2.0), ("max_scale_change", 0.5)],
+    [
+        ("max_gap_s", -0.1), ("min_track_faces", 0), ("min_track_faces", 1.5), ("max_gap_s", float("nan")),
+        ("min_iou", 2.0), ("max_scale_change", 0.5), ("cut_histogram_distance", 0.0),
+    ],
 )
 def test_bad_options_are_refused_naming_the_option(option, value):
     with pytest.raises(TrackingError, match=option):
@@ -219,9 +244,14 @@ def _read_frames(path, step=1):
 
 
 def test_cuts_of_the_short_hamilton_clip(shared_data):
+    # Hard cuts at frames 20, 82 and 211; frame 163 changes a lot inside one shot and is no cut.
     frames = _read_frames(shared_data / "videos" / "short_hamilton_clip.mp4")
-    cuts = find_cuts(np.stack([frame_signature(f) for f in frames]))
-    assert np.flatnonzero(cuts).tolist() == [20, 82, 211]  # frame 163 changes a lot but is no cut
+    signatures = np.stack([frame_signature(f) for f in frames])
+    assert np.flatnonzero(find_cuts(signatures)).tolist() == [20, 82, 211]
+    # Every 3rd frame: each cut shows at the first sample after it, and motion between samples
+    # (three times larger) is still no cut.
+    sampled = np.arange(0, len(frames), 3)
+    assert sampled[find_cuts(signatures[sampled])].tolist() == [21, 84, 213]
 
 
 def test_cut_of_the_vendored_hamilton_clip(data_dir):
@@ -230,7 +260,9 @@ def test_cut_of_the_vendored_hamilton_clip(data_dir):
     assert np.flatnonzero(find_cuts(signatures)).tolist() == [20]
     # The streaming tracker decides the same cut from the frames themselves.
     tracker = FaceTracker()
-    box = Detections(np.array([[300, 100, 360, 170]], np.float32), np.array([0.99], np.float32), np.zeros((1, 5, 2), np.float32))
+    box = Detections(
+        np.array([[300, 100, 360, 170]], np.float32), np.array([0.99], np.float32), np.zeros((1, 5, 2), np.float32)
+    )
     ids = [int(tracker.update(box, i, i / FPS, frame=frame)[0]) for i, frame in enumerate(frames)]
     assert ids == [0] * 20 + [1] * (len(frames) - 20)
 
@@ -238,3 +270,26 @@ def test_cut_of_the_vendored_hamilton_clip(data_dir):
 def test_no_cut_in_a_street_crowd_clip(data_dir):
     frames = _read_frames(data_dir / "street_crowd_24f_640x360.mp4")
     assert not find_cuts(np.stack([frame_signature(f) for f in frames])).any()
+
+
+def test_long_track_faces_keeps_tracks_of_min_track_faces():
+    ids = np.array([0, 1, 0, 2, 0, 1])
+    assert long_track_faces(ids).all()  # the default keeps every face
+    assert long_track_faces(ids, TrackingOptions(min_track_faces=2)).tolist() == [True, True, True, False, True, True]
+    assert long_track_faces(ids, TrackingOptions(min_track_faces=3)).tolist() == [True, False, True, False, True, False]
+    assert long_track_faces(np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_track_frames_detects_and_links_real_frames(data_dir):
+    # Three frames of the vendored clip around its cut at frame 20, 0.1 s apart: the two people of the
+    # first shot keep their tracks; the face after the cut starts a new one.
+    from raydetect import FaceDetector
+
+    frames = _read_frames(data_dir / "hamilton_45f_640x360.avi")[14:21:3]  # frames 14, 17, 20
+    results = track_frames(FaceDetector(device="cpu", min_face_size=40), frames, timestamps_s=np.arange(3) * 0.1)
+    ids = [sorted(track_ids.tolist()) for _, track_ids in results]
+    assert all(len(faces) == len(track_ids) for faces, track_ids in results)
+    assert ids[0] == ids[1] == [0, 1]
+    assert ids[2] and min(ids[2]) >= 2
+    with pytest.raises(TrackingError, match="one value per frame"):
+        track_frames(None, frames, timestamps_s=[0.0])

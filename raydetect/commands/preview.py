@@ -1,10 +1,13 @@
 """``raydetect preview``: look at what the detector finds.
 
 * an image -> a PNG/JPEG with boxes, scores and landmarks;
-* a video -> an annotated MP4 of its frames (``--every``, ``--max-frames``), or one annotated
+* a video -> an annotated MP4 of its frames (``--every``, ``--max-frames``), each box in the
+  colour of its track (faces linked across the drawn frames by ``FaceTracker``), or one annotated
   frame as PNG/JPEG (``--frame``);
 * an offline job's face table (``DEST/faces``, ``DEST`` or a ``.parquet`` file) -> a contact
-  sheet PNG of the face crops, captioned with video, frame and score.
+  sheet PNG of the face crops, captioned with video, frame and score; when the table has
+  ``track_id``, one row per track (``--max-tracks`` rows of up to ``--columns`` faces spread over
+  the track's time), titled with video, track id and time span.
 """
 
 from __future__ import annotations
@@ -46,11 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")
     sheet = parser.add_argument_group("contact sheet")
     sheet.add_argument("--limit", type=int, default=64, help="faces on the sheet (default 64)")
-    sheet.add_argument("--columns", type=int, default=8, help="tiles per row (default 8)")
+    sheet.add_argument("--columns", type=int, default=8, help="tiles per row (default 8); faces per track row")
+    sheet.add_argument("--max-tracks", type=int, default=20, help="track rows when the table has track_id (default 20)")
     sheet.add_argument("--tile-size", type=int, default=112, help="tile side in pixels (default 112)")
     sheet.add_argument(
         "--order", choices=("file", "best", "worst"), default="file",
-        help="which faces: first in the table, highest scores, or lowest scores (default file)",
+        help="which faces: first in the table, highest scores, or lowest scores (default file); with track_id, "
+        "which tracks: by video and id, highest or lowest mean score",
     )
     parser.set_defaults(func=run)
 
@@ -67,8 +72,14 @@ def run(args: argparse.Namespace) -> int:
         kind = input_kind(source)
         if kind == "faces":
             _require_suffix(output, PICTURE_SUFFIXES, "a contact sheet")
-            count = write_contact_sheet(source, output, args.limit, args.columns, args.tile_size, args.order)
-            print(f"wrote {output}: contact sheet of {count} faces")
+            if has_track_ids(source):
+                tracks, count = write_track_sheet(
+                    source, output, args.max_tracks, args.columns, args.tile_size, args.order
+                )
+                print(f"wrote {output}: track sheet of {tracks} tracks, {count} faces")
+            else:
+                count = write_contact_sheet(source, output, args.limit, args.columns, args.tile_size, args.order)
+                print(f"wrote {output}: contact sheet of {count} faces")
         elif kind == "image":
             _require_suffix(output, PICTURE_SUFFIXES, "an image preview")
             faces = preview_image(source, output, args)
@@ -118,6 +129,7 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
     import cv2
 
     from raydetect.commands.detector_args import build_detector
+    from raydetect.core.tracking import FaceTracker
     from raydetect.tuning.drawing import draw_caption, draw_detections
     from raydetect.tuning.image_folders import write_image
     from raydetect.offline.video import FrameRange, Sampling, probe
@@ -146,6 +158,7 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
     if not writer.isOpened():
         raise PreviewError(f"cannot write video {output}")
     written = faces = 0
+    tracker = FaceTracker()  # the library's linker and defaults, over the drawn frames
     try:
         batch = []
         for frame in [*frame_range, None]:
@@ -153,7 +166,9 @@ def preview_video(source: Path, output: Path, args: argparse.Namespace) -> tuple
                 batch.append(frame)
             if batch and (frame is None or len(batch) == args.batch):
                 for item, detections in zip(batch, detector.detect([f.image for f in batch])):
-                    picture = draw_detections(*_shrink(item.image, detections, args.output_max_side))
+                    track_ids = tracker.update(detections, item.index, item.timestamp_s, frame=item.image)
+                    shrunk = _shrink(item.image, detections, args.output_max_side)
+                    picture = draw_detections(*shrunk, track_ids=track_ids)
                     picture = draw_caption(picture, f"frame {item.index}: {len(detections)} faces")
                     writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
                     written += 1
@@ -228,6 +243,118 @@ def read_face_rows(source: Path, limit: int, order: str) -> list[dict]:
         indices = pc.sort_indices(scores, sort_keys=[("", "descending" if order == "best" else "ascending")])
         table = dataset.take(indices[:limit], columns=wanted)  # reads only the chosen crops
     return table.to_pylist()
+
+
+def has_track_ids(source: Path) -> bool:
+    """Whether a face table has the ``track_id`` column (an offline job that linked tracks)."""
+    import pyarrow.dataset as ds
+
+    try:
+        return "track_id" in ds.dataset(str(source), format="parquet").schema.names
+    except Exception:  # unreadable: read_face_rows names the problem
+        return False
+
+
+def write_track_sheet(source: Path, output: Path, max_tracks: int, columns: int, tile_size: int, order: str):
+    """One row per track of a face table; returns (tracks shown, faces shown)."""
+    from raydetect.tuning.drawing import decode_jpeg, track_sheet
+    from raydetect.tuning.image_folders import write_image
+
+    if max_tracks < 1 or columns < 1:
+        raise PreviewError("--max-tracks and --columns must be >= 1")
+    tracks = read_track_rows(source, max_tracks, columns, order)
+    if not tracks:
+        raise PreviewError(f"{source}: the face table has no rows")
+    sheet_rows = []
+    for track in tracks:
+        tiles = []
+        for face in track["faces"]:
+            try:
+                tiles.append(decode_jpeg(face["crop"]))
+            except ValueError as exc:
+                raise PreviewError(
+                    f"{source}: crop of {track['video']} frame {face.get('frame_index')}: {exc}"
+                ) from None
+        times = [face.get("timestamp_s") for face in track["faces"]]
+        captions = [
+            f"{t:.2f} s" if t is not None else f"#{face.get('frame_index')}" for t, face in zip(times, track["faces"])
+        ]
+        span = (
+            f"{track['first_timestamp_s']:.2f}-{track['last_timestamp_s']:.2f} s"
+            if track["first_timestamp_s"] is not None
+            else f"frames {track['first_frame']}-{track['last_frame']}"
+        )
+        faces = f"{track['count']} face{'s' if track['count'] != 1 else ''}"
+        title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {faces}"
+        sheet_rows.append((title, tiles, captions))
+    write_image(output, track_sheet(sheet_rows, tile_size=tile_size))
+    return len(tracks), sum(len(track["faces"]) for track in tracks)
+
+
+def read_track_rows(source: Path, max_tracks: int, per_track: int, order: str) -> list[dict]:
+    """Up to ``max_tracks`` tracks of a face table, each with up to ``per_track`` faces spread evenly
+    over its time (first and last included). Crops are read for the chosen faces only.
+
+    Returns dicts: video, track_id, count, first/last frame and timestamp, faces (rows with crop,
+    frame_index, timestamp_s, score, in time order).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    # pandas comes with ray[data]; the grouping is clearer there than in pyarrow compute.
+    try:
+        dataset = ds.dataset(str(source), format="parquet")
+    except Exception as exc:
+        raise PreviewError(f"{source}: not a readable Parquet face table ({exc})") from None
+    names = dataset.schema.names
+    if "crop" not in names:
+        raise PreviewError(f"{source}: no 'crop' column (columns: {', '.join(names)}); was the job run with crops?")
+    wanted = [c for c in ("video", "track_id", "frame_index", "timestamp_s", "score") if c in names]
+    table = dataset.to_table(columns=wanted).append_column("row", pa.array(np.arange(dataset.count_rows())))
+    frame = table.to_pandas()
+    if frame.empty:
+        return []
+    if "video" not in frame:
+        frame["video"] = ""
+    if "timestamp_s" not in frame:
+        frame["timestamp_s"] = None
+    sort_keys = [k for k in ("video", "track_id", "frame_index") if k in frame]
+    frame = frame.sort_values(sort_keys, kind="stable")
+    groups = frame.groupby(["video", "track_id"], sort=True)
+    keys = list(groups.groups)
+    if order != "file":
+        if "score" not in frame:
+            raise PreviewError(f"{source}: --order {order} needs a 'score' column")
+        means = groups["score"].mean()
+        keys = list(means.sort_values(ascending=(order == "worst"), kind="stable").index)
+    keys = keys[:max_tracks]
+    tracks, chosen = [], []
+    for key in keys:
+        faces = groups.get_group(key)
+        picks = np.unique(np.linspace(0, len(faces) - 1, min(per_track, len(faces))).round().astype(int))
+        picked = faces.iloc[picks]
+        chosen.extend(picked["row"].tolist())
+        tracks.append({
+            "video": key[0], "track_id": int(key[1]), "count": len(faces),
+            "first_frame": int(faces["frame_index"].iloc[0]) if "frame_index" in faces else None,
+            "last_frame": int(faces["frame_index"].iloc[-1]) if "frame_index" in faces else None,
+            "first_timestamp_s": _float_or_none(faces["timestamp_s"].iloc[0]),
+            "last_timestamp_s": _float_or_none(faces["timestamp_s"].iloc[-1]),
+            "rows": picked["row"].tolist(),
+        })
+    shown = [c for c in ("crop", "frame_index", "timestamp_s", "score") if c in names]
+    crops = dataset.take(pa.array(chosen, pa.int64()), columns=shown)
+    by_row = dict(zip(chosen, crops.to_pylist()))
+    for track in tracks:
+        track["faces"] = [by_row[row] for row in track.pop("rows")]
+    return tracks
+
+
+def _float_or_none(value):
+    import math
+
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def _caption(row: dict, with_video: bool) -> str:

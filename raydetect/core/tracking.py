@@ -48,7 +48,9 @@ __all__ = [
     "link_tracks",
     "interpolate_tracks",
     "Interpolated",
+    "long_track_faces",
     "FaceTracker",
+    "track_frames",
 ]
 
 
@@ -72,20 +74,23 @@ class TrackingOptions:
         high_score: faces scoring at least this are assigned to tracks first (ByteTrack's two stages).
         velocity_smoothing: weight of a track's previous velocity when a new face updates it (0: the
             newest displacement only; closer to 1: steadier).
-        cut_thumbnail_distance, cut_histogram_distance: a sampled frame starts a new shot when its
-            thumbnail differs from the previous sampled frame's by at least the first (mean absolute
-            difference of RGB in [0, 1]) and its colour histogram by at least the second (total variation).
+        cut_thumbnail_distance, cut_histogram_distance, cut_jump_ratio: a sampled frame starts a new
+            shot when its thumbnail differs from the previous sampled frame's by at least the first (mean
+            absolute difference of RGB in [0, 1]), its colour histogram by at least the second (total
+            variation), and the thumbnail difference is at least ``cut_jump_ratio`` times the previous
+            pair's.
     """
 
     max_gap_s: float = 0.5
     min_track_faces: int = 1
     min_iou: float = 0.3
-    max_center_distance: float = 0.5
+    max_center_distance: float = 1.0
     max_scale_change: float = 1.5
     high_score: float = 0.9
     velocity_smoothing: float = 0.5
     cut_thumbnail_distance: float = 0.07
     cut_histogram_distance: float = 0.05
+    cut_jump_ratio: float = 2.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -93,7 +98,11 @@ class TrackingOptions:
             if field.type in ("int", int):
                 if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                     raise TrackingError(f"tracking option {field.name} must be an integer, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not math.isfinite(value)
+            ):
                 raise TrackingError(f"tracking option {field.name} must be a finite number, got {value!r}")
         _check(self.max_gap_s >= 0, "max_gap_s", self.max_gap_s, "must be >= 0 seconds")
         _check(self.min_track_faces >= 1, "min_track_faces", self.min_track_faces, "must be >= 1 (1 keeps every face)")
@@ -102,8 +111,9 @@ class TrackingOptions:
         _check(self.max_scale_change >= 1, "max_scale_change", self.max_scale_change, "must be >= 1")
         _check(0 <= self.high_score <= 1, "high_score", self.high_score, "must be in [0, 1]")
         _check(0 <= self.velocity_smoothing < 1, "velocity_smoothing", self.velocity_smoothing, "must be in [0, 1)")
-        _check(0 < self.cut_thumbnail_distance <= 1, "cut_thumbnail_distance", self.cut_thumbnail_distance, "must be in (0, 1]")
-        _check(0 < self.cut_histogram_distance <= 1, "cut_histogram_distance", self.cut_histogram_distance, "must be in (0, 1]")
+        for name in ("cut_thumbnail_distance", "cut_histogram_distance"):
+            _check(0 < getattr(self, name) <= 1, name, getattr(self, name), "must be in (0, 1]")
+        _check(self.cut_jump_ratio >= 0, "cut_jump_ratio", self.cut_jump_ratio, "must be >= 0 (0: thresholds only)")
 
 
 def _check(ok: bool, name: str, value, rule: str) -> None:
@@ -118,16 +128,23 @@ DEFAULT_OPTIONS = TrackingOptions()
 # Shot cuts
 
 
-def _is_cut(thumbnail_distance, histogram_distance, options: TrackingOptions):
-    return (thumbnail_distance >= options.cut_thumbnail_distance) & (histogram_distance >= options.cut_histogram_distance)
+def _is_cut(thumbnail_distance, histogram_distance, previous_thumbnail_distance, options: TrackingOptions):
+    """The cut rule on distances between consecutive sampled frames (arrays or scalars alike)."""
+    return (
+        (thumbnail_distance >= options.cut_thumbnail_distance)
+        & (histogram_distance >= options.cut_histogram_distance)
+        & (thumbnail_distance >= options.cut_jump_ratio * previous_thumbnail_distance)
+    )
 
 
 def find_cuts(signatures: np.ndarray, options: TrackingOptions = DEFAULT_OPTIONS) -> np.ndarray:
     """(F, D) float32 signatures of the sampled frames in order -> (F,) bool, True where frame f starts
     a new shot (f = 0 is False).
 
-    Decided between consecutive *sampled* frames: with sparse sampling fast motion can look like a
-    cut, which only ends tracks early (never joins two shots).
+    Decided between consecutive *sampled* frames, from this pair's distances and the previous pair's
+    (so the rule runs as well one frame at a time): a cut is a jump, a change much larger than the one
+    just before it; steady fast motion (or a pan) changes every pair alike. With sparse sampling a sudden
+    large movement can still look like a cut, which only ends tracks early (never joins two shots).
     """
     signatures = np.asarray(signatures, np.float32)
     if signatures.ndim != 2:
@@ -135,7 +152,8 @@ def find_cuts(signatures: np.ndarray, options: TrackingOptions = DEFAULT_OPTIONS
     cuts = np.zeros(len(signatures), bool)
     if len(signatures) > 1:
         thumbnail, histogram = signature_distances(signatures[:-1], signatures[1:])
-        cuts[1:] = _is_cut(thumbnail, histogram, options)
+        previous = np.concatenate([[0.0], thumbnail[:-1]])
+        cuts[1:] = _is_cut(thumbnail, histogram, previous, options)
     return cuts
 
 
@@ -166,7 +184,8 @@ def _pair_costs(predicted: np.ndarray, faces: np.ndarray, options: TrackingOptio
     side_f = np.sqrt(np.maximum(area_f, 1e-9))
     centre_shift = np.linalg.norm((p[..., :2] + p[..., 2:]) / 2 - (f[..., :2] + f[..., 2:]) / 2, axis=-1) / side_p
     scale = np.maximum(side_p, side_f) / np.minimum(side_p, side_f)
-    allowed = ((iou >= options.min_iou) | (centre_shift <= options.max_center_distance)) & (scale <= options.max_scale_change)
+    near = (iou >= options.min_iou) | (centre_shift <= options.max_center_distance)
+    allowed = near & (scale <= options.max_scale_change)
     return np.where(allowed, (1.0 - iou) + centre_shift, np.inf)
 
 
@@ -337,6 +356,14 @@ def link_tracks(
     return track_ids
 
 
+def long_track_faces(track_ids, options: TrackingOptions = DEFAULT_OPTIONS) -> np.ndarray:
+    """(N,) int64 track ids -> (N,) bool: True for the faces of tracks with at least
+    ``options.min_track_faces`` faces (``--min-track-faces``; the default 1 keeps every face)."""
+    track_ids = np.asarray(track_ids, np.int64).reshape(-1)
+    _, inverse, counts = np.unique(track_ids, return_inverse=True, return_counts=True)
+    return counts[inverse] >= options.min_track_faces
+
+
 @dataclass(frozen=True)
 class Interpolated:
     """Faces filled in between two detected faces of a track (``--detect-every K``).
@@ -441,6 +468,7 @@ class FaceTracker:
         self._last_frame_index: int | None = None
         self._last_timestamp_s: float | None = None
         self._last_signature: np.ndarray | None = None
+        self._last_thumbnail_distance = 0.0
 
     def update(
         self,
@@ -460,13 +488,16 @@ class FaceTracker:
         timestamp_s = float(timestamp_s)
         if self._last_frame_index is not None and frame_index <= self._last_frame_index:
             raise TrackingError(f"frame_index must increase: {frame_index} after {self._last_frame_index}")
-        if not math.isfinite(timestamp_s) or (self._last_timestamp_s is not None and timestamp_s < self._last_timestamp_s):
-            raise TrackingError(f"timestamp_s must be finite and never decrease: {timestamp_s} after {self._last_timestamp_s}")
+        previous = self._last_timestamp_s
+        if not math.isfinite(timestamp_s) or (previous is not None and timestamp_s < previous):
+            raise TrackingError(f"timestamp_s must be finite and never decrease: {timestamp_s} after {previous}")
         signature = frame_signature(frame) if frame is not None else None
-        if cut is None:
-            cut = False
-            if signature is not None and self._last_signature is not None:
-                cut = bool(_is_cut(*signature_distances(self._last_signature, signature), self.options))
+        if signature is not None and self._last_signature is not None:
+            thumbnail, histogram = signature_distances(self._last_signature, signature)
+            if cut is None:
+                cut = bool(_is_cut(thumbnail, histogram, self._last_thumbnail_distance, self.options))
+            self._last_thumbnail_distance = float(thumbnail)
+        cut = bool(cut)
         if signature is not None:
             self._last_signature = signature
         self._last_frame_index, self._last_timestamp_s = frame_index, timestamp_s
@@ -493,7 +524,9 @@ def track_frames(detector, frames, timestamps_s=None, options: TrackingOptions =
     if timestamps_s is None:
         timestamps_s = np.arange(len(frames)) / float(fps)
     if len(timestamps_s) != len(frames):
-        raise TrackingError(f"timestamps_s must have one value per frame, got {len(timestamps_s)} for {len(frames)} frames")
+        raise TrackingError(
+            f"timestamps_s must have one value per frame, got {len(timestamps_s)} for {len(frames)} frames"
+        )
     tracker = FaceTracker(options)
     detections = detector.detect(frames) if frames else []
     return [

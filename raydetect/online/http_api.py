@@ -160,9 +160,10 @@ async def _video_lines(
     """One JSON line per sampled frame, in frame order, each face with its ``track_id``.
 
     Faces are linked across the clip's sampled frames by :class:`FaceTracker` (the offline job's
-    linker, with its defaults; shot cuts are found from the frames). Up to ``in_flight`` frames are sent to the detector before the oldest answer is awaited,
-    so the frames of one clip batch together. Once streaming has begun the status is 200; a
-    failure after that ends the stream with a last line ``{"error": "..."}``.
+    linker, with its defaults; shot cuts are found from the frames). Up to ``in_flight`` frames
+    are sent to the detector before the oldest answer is awaited, so the frames of one clip batch
+    together. Once streaming has begun the status is 200; a failure after that ends the stream
+    with a last line ``{"error": "..."}``.
     """
     pending: collections.deque = collections.deque()
     tracker = FaceTracker()

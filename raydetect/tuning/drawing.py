@@ -18,6 +18,11 @@ GROUND_TRUTH_COLOR = (255, 200, 0)
 # Left eye, right eye, nose, left and right mouth corner (the order of Detections.landmarks).
 LANDMARK_COLORS = ((255, 64, 64), (64, 128, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255))
 TEXT_COLOR = (0, 0, 0)
+# Track colours, one per track id modulo their number: bright, far apart in hue, readable under black text.
+TRACK_COLORS = (
+    (0, 230, 64), (255, 140, 0), (0, 200, 255), (255, 64, 160), (255, 230, 0), (160, 100, 255),
+    (0, 255, 200), (255, 90, 90), (150, 230, 0), (90, 160, 255), (255, 180, 220), (200, 200, 200),
+)
 SHEET_BACKGROUND = (32, 32, 32)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -27,12 +32,18 @@ def line_width(image: np.ndarray) -> int:
     return max(1, round(min(image.shape[:2]) / 400))
 
 
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """The RGB colour of a track (ids further apart than the palette share colours)."""
+    return TRACK_COLORS[int(track_id) % len(TRACK_COLORS)]
+
+
 def draw_detections(
     image: np.ndarray,
     detections: Detections,
     color: tuple[int, int, int] = BOX_COLOR,
     scores: bool = True,
     landmarks: bool = True,
+    track_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """A copy of ``image`` with each face's box, its score above it and its five landmarks.
 
@@ -41,18 +52,26 @@ def draw_detections(
         detections: faces in pixel coordinates of ``image``.
         color: RGB box colour.
         scores, landmarks: draw the score label / the landmark points.
+        track_ids: (N,) int track id of each face, or None; when given each box takes its track's
+            colour (:func:`track_color`) and the label reads ``#id score``.
     """
     canvas = _rgb_copy(image)
     width = line_width(canvas)
+    if track_ids is not None and len(track_ids) != len(detections):
+        raise ValueError(f"{len(track_ids)} track ids for {len(detections)} faces")
     for index in range(len(detections)):
+        face_color = color if track_ids is None else track_color(track_ids[index])
         x1, y1, x2, y2 = (int(round(float(v))) for v in detections.boxes[index])
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, width)  # crisp edges, no blending
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), face_color, width)  # crisp edges, no blending
         if landmarks:
             radius = max(1, min(width + 1, int((x2 - x1) / 25) + 1))
             for (x, y), point_color in zip(detections.landmarks[index], LANDMARK_COLORS):
                 cv2.circle(canvas, (int(round(float(x))), int(round(float(y)))), radius, point_color, -1, cv2.LINE_AA)
-        if scores:
-            _label(canvas, f"{float(detections.scores[index]):.2f}", (x1, y1), color, width)
+        if scores or track_ids is not None:
+            parts = ([f"#{int(track_ids[index])}"] if track_ids is not None else []) + (
+                [f"{float(detections.scores[index]):.2f}"] if scores else []
+            )
+            _label(canvas, " ".join(parts), (x1, y1), face_color, width)
     return canvas
 
 
@@ -113,6 +132,41 @@ def contact_sheet(
             baseline = top + tile_size + int(caption_height * 0.75)
             text = _fit_text(captions[index], tile_size, font_scale)
             cv2.putText(sheet, text, (left, baseline), _FONT, font_scale, (230, 230, 230), 1, cv2.LINE_AA)
+    return sheet
+
+
+def track_sheet(
+    rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str]]],
+    tile_size: int = 112,
+    padding: int = 4,
+) -> np.ndarray:
+    """One row per track: a title line, then the track's face crops left to right in time.
+
+    Args:
+        rows: ``(title, tiles, captions)`` per track: tiles (h, w, 3) uint8 RGB crops in time order,
+            one short caption per tile (e.g. the face's time).
+
+    Returns:
+        (H, W, 3) uint8 RGB sheet, as wide as the longest row.
+    """
+    if not len(rows):
+        raise ValueError("no tracks to put on a track sheet")
+    if tile_size < 8 or padding < 0:
+        raise ValueError(f"bad sheet layout: tile size {tile_size}, padding {padding}")
+    strips = [contact_sheet(tiles, captions, columns=len(tiles), tile_size=tile_size, padding=padding)
+              for _, tiles, captions in rows]
+    width = max(strip.shape[1] for strip in strips)
+    scale = max(tile_size / 224, 0.35)
+    title_h = int(cv2.getTextSize("Ag", _FONT, scale, 1)[0][1] * 2.2) + padding
+    sheet = np.empty((len(rows) * title_h + sum(strip.shape[0] for strip in strips), width, 3), np.uint8)
+    sheet[:] = SHEET_BACKGROUND
+    top = 0
+    for (title, _, _), strip in zip(rows, strips):
+        text = _fit_text(title, width - 2 * padding, scale)
+        cv2.putText(sheet, text, (padding, top + title_h - padding - 2), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        top += title_h
+        sheet[top:top + strip.shape[0], :strip.shape[1]] = strip
+        top += strip.shape[0]
     return sheet
 
 
