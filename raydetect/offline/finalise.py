@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from raydetect.core.tracking import TrackingOptions, find_cuts, link_tracks
+from raydetect.core.tracking import TrackingOptions, find_cuts, link_tracks, long_track_faces
 from raydetect.offline.output import (
     FACES, TRACKS, JobOutput, face_schema, staged_face_schema, track_schema, video_file_name,
 )
@@ -64,9 +64,7 @@ def finalise_video(output: JobOutput, key: str, video: str, label: str | None, t
     track_id = _track_ids(faces, frame_index, timestamps, cuts, tracking)
 
     keep = track_id >= 0
-    if tracking.min_track_faces > 1:
-        counts = np.bincount(track_id[keep])
-        keep &= counts[np.maximum(track_id, 0)] >= tracking.min_track_faces
+    keep[keep] = long_track_faces(track_id[keep], tracking)
 
     with_ids = faces.append_column("track_id", pa.array(track_id, pa.int64()))
     tracks = _tracks(with_ids.filter(pa.array(keep)), video, label, tracking)
