@@ -27,7 +27,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 
 
-def run(tree: Path, videos: list[str], options: list[str]) -> dict:
+def run(tree: Path, videos: list[str], options: list[str], attempts: int = 3) -> dict:
+    """One job; on a loaded machine a local Ray can time out while starting, which is retried."""
+    for attempt in range(attempts):
+        try:
+            return _run(tree, videos, options)
+        except RuntimeError as exc:
+            if "timed out during startup" not in str(exc) or attempt == attempts - 1:
+                raise
+            print(f"{tree}: Ray did not start, again", flush=True)
+
+
+def _run(tree: Path, videos: list[str], options: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as dest:
         env = {**os.environ, "PYTHONPATH": str(tree), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
