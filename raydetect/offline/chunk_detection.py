@@ -138,7 +138,9 @@ class ChunkDetector:
                 {
                     "frame_index": pa.array(indices[:owned], pa.int64()),
                     "timestamp_s": pa.array(indices[:owned] / fps, pa.float64()),
-                    "signature": pa.array(list(signatures[:owned]), pa.list_(pa.float32())),
+                    "signature": pa.FixedSizeListArray.from_arrays(
+                        pa.array(signatures[:owned].reshape(-1)), signatures.shape[1]
+                    ).cast(pa.list_(pa.float32())),
                 },
                 schema=FRAME_SCHEMA,
             )
