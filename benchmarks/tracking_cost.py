@@ -10,6 +10,12 @@ leaves in DEST/faces (and DEST/tracks).
 
     python benchmarks/tracking_cost.py --baseline-tree /tmp/base ../shared/data/videos/*.* \
         --repeats 2 --output tracking_cost.json -- --frames-per-video 40 --max-side 640
+
+``--steps``: instead of the whole job, each side runs the job's own steps in one process without Ray
+(plan, decode, the chunk step, and with tracks the video's finalising step), timed from the first
+decode to the last file written (the detector's construction excluded). On a machine too loaded for a
+local Ray to start reliably this still compares exactly the work tracks add. Its options:
+``--every N --max-side S --min-face-size M --crops``.
 """
 
 from __future__ import annotations
@@ -55,6 +61,48 @@ def _run(tree: Path, videos: list[str], options: list[str]) -> dict:
     return {"seconds": seconds, "faces": faces, "files": files}
 
 
+STEPS_CHILD = r"""
+import json, sys, tempfile, time
+from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
+from raydetect.offline.output import JobOutput, video_key
+from raydetect.offline.shards import ShardOptions, decode_chunks, plan_shards
+from raydetect.offline.video import Sampling
+try:
+    from raydetect.offline.finalise import finalise_video
+    from raydetect.core.tracking import TrackingOptions
+except ImportError:
+    finalise_video = None
+args = json.loads(sys.argv[1])
+dest = tempfile.mkdtemp()
+detection = DetectionOptions(min_face_size=args["min_face_size"], max_side=args["max_side"], crops=args["crops"],
+                             torch_threads=args["threads"])
+shards = ShardOptions(sampling=Sampling(every=args["every"]), max_side=args["max_side"],
+                      keep_full_frames=args["crops"])
+stage = ChunkDetector(detection, dest)
+started = time.perf_counter()
+for video in args["videos"]:
+    item = {"video": video, "label": "", "key": video_key(video)}
+    for shard in plan_shards(item, shards):
+        for chunk in decode_chunks(shard, shards):
+            assert not stage.process(chunk)["error"]
+    if finalise_video is not None:
+        finalise_video(JobOutput(dest), item["key"], video, None, TrackingOptions(), args["crops"])
+seconds = time.perf_counter() - started
+import os
+files = sum(len([n for n in fs if n.endswith(".parquet")]) for root, _, fs in os.walk(dest + "/faces"))
+print(json.dumps({"seconds": seconds, "files": {"faces": files}}))
+"""
+
+
+def run_steps(tree: Path, videos: list[str], options: dict) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", STEPS_CHILD, json.dumps({**options, "videos": videos})],
+                          capture_output=True, text=True, env=env, cwd=tree)
+    if done.returncode != 0:
+        raise RuntimeError(f"{tree}: exit {done.returncode}\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     argv = sys.argv[1:]
     options = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -64,18 +112,27 @@ def main() -> None:
     parser.add_argument("--baseline-tree", required=True, type=Path, help="a checkout of the code without tracks")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--output", default=None)
+    parser.add_argument("--steps", action="store_true", help="the job's steps in one process, without Ray")
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--max-side", type=int, default=640)
+    parser.add_argument("--min-face-size", type=float, default=20.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--crops", action="store_true")
     args = parser.parse_args(argv)
+    if args.steps:
+        options = {"every": args.every, "max_side": args.max_side, "min_face_size": args.min_face_size,
+                   "threads": args.threads, "crops": args.crops}
 
     sides = {"without tracks": args.baseline_tree.resolve(), "with tracks": HERE}
     results = {name: [] for name in sides}
     for repeat in range(args.repeats):
         for name, tree in sides.items():
-            result = run(tree, args.videos, options)
+            result = run_steps(tree, args.videos, options) if args.steps else run(tree, args.videos, options)
             results[name].append(result)
             print(f"round {repeat + 1} {name}: {json.dumps(result)}", flush=True)
     medians = {name: statistics.median(r["seconds"] for r in runs) for name, runs in results.items()}
     summary = {
-        "options": options,
+        "options": options, "mode": "steps without Ray" if args.steps else "whole job",
         "median_seconds": medians,
         "throughput_ratio": medians["without tracks"] / medians["with tracks"],
         "files": {name: runs[-1]["files"] for name, runs in results.items()},
