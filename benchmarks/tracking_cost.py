@@ -16,6 +16,10 @@ leaves in DEST/faces (and DEST/tracks).
 decode to the last file written (the detector's construction excluded). On a machine too loaded for a
 local Ray to start reliably this still compares exactly the work tracks add. Its options:
 ``--every N --max-side S --min-face-size M --crops``.
+
+``--count-chunks``: no detection; decodes each video as the job would (same options) and counts its
+chunks, the number of face files the job left per video before tracks (one per chunk that held a face;
+with tracks: one faces file and one tracks file per video).
 """
 
 from __future__ import annotations
@@ -94,6 +98,22 @@ print(json.dumps({"seconds": seconds, "files": {"faces": files}}))
 """
 
 
+def count_chunks(videos: list[str], every: int, max_side: int | None, crops: bool) -> dict:
+    sys.path.insert(0, str(HERE))
+    from raydetect.offline.output import video_key
+    from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
+    from raydetect.offline.video import Sampling
+
+    options = ShardOptions(sampling=Sampling(every=every), max_side=max_side, keep_full_frames=crops,
+                           chunk_bytes=CHUNK_BYTES["cpu"])
+    counts = {}
+    for video in videos:
+        item = {"video": video, "label": "", "key": video_key(video)}
+        chunks = [c for shard in plan_shards(item, options) for c in decode_chunks(shard, options)]
+        counts[Path(video).name] = sum(1 for c in chunks if c["frame_indices"])
+    return counts
+
+
 def run_steps(tree: Path, videos: list[str], options: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run([sys.executable, "-c", STEPS_CHILD, json.dumps({**options, "videos": videos})],
@@ -109,7 +129,7 @@ def main() -> None:
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("videos", nargs="+")
-    parser.add_argument("--baseline-tree", required=True, type=Path, help="a checkout of the code without tracks")
+    parser.add_argument("--baseline-tree", type=Path, help="a checkout of the code without tracks")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--output", default=None)
     parser.add_argument("--steps", action="store_true", help="the job's steps in one process, without Ray")
@@ -118,7 +138,14 @@ def main() -> None:
     parser.add_argument("--min-face-size", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crops", action="store_true")
+    parser.add_argument("--count-chunks", action="store_true", help="only count each video's chunks (no detection)")
     args = parser.parse_args(argv)
+    if args.count_chunks:
+        counts = count_chunks(args.videos, args.every, args.max_side or None, args.crops)
+        print(json.dumps({"chunks": counts, "total": sum(counts.values()), "videos": len(counts)}))
+        return
+    if args.baseline_tree is None:
+        parser.error("--baseline-tree is required (except with --count-chunks)")
     if args.steps:
         options = {"every": args.every, "max_side": args.max_side, "min_face_size": args.min_face_size,
                    "threads": args.threads, "crops": args.crops}
