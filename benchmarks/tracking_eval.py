@@ -177,7 +177,7 @@ def render(scenario: Scenario, patches: list[FacePatch], bgs: list[np.ndarray]):
     frames, truth = [], []
     for f in range(scenario.frames):
         frame = bgs[scenario.backgrounds[f]].copy()
-        ids, boxes = [], []
+        ids, boxes, pasted = [], [], []
         for p in scenario.placements[f]:
             patch = patches[p.patch]
             face_side = (patch.box[2] - patch.box[0]) * patch.image.shape[0]
@@ -193,25 +193,26 @@ def render(scenario: Scenario, patches: list[FacePatch], bgs: list[np.ndarray]):
             box = patch.box * size + np.array([left, top, left, top])
             ids.append(p.person)
             boxes.append(box)
+            pasted.append((x1, y1, x2, y2))
         if scenario.pillar is not None:
             a, b = scenario.pillar
             frame[:, a:b] = bgs[(scenario.backgrounds[f] + 1) % len(bgs)][:, a:b]
         # Ground truth: faces at least half inside the picture and not mostly behind the pillar or a face in front.
         boxes = np.array(boxes, np.float64).reshape(-1, 4)
-        keep = np.array([_visible_fraction(boxes, i, scenario.pillar) >= 0.5 for i in range(len(boxes))], bool)
+        keep = np.array([_visible_fraction(boxes, pasted, i, scenario.pillar) >= 0.5 for i in range(len(boxes))], bool)
         frames.append(frame)
         truth.append((np.array(ids, np.int64)[keep], boxes[keep], boxes[~keep]))
     return np.stack(frames), truth
 
 
-def _visible_fraction(boxes: np.ndarray, i: int, pillar) -> float:
-    """Share of face i's box inside the picture and covered neither by the pillar nor by faces painted after it."""
+def _visible_fraction(boxes: np.ndarray, pasted: list, i: int, pillar) -> float:
+    """Share of face i's box inside the picture and covered neither by the pillar nor by the patches pasted
+    after it (``pasted``: each patch's x1, y1, x2, y2 in the frame)."""
     x1, y1, x2, y2 = boxes[i]
     mask = np.zeros((HEIGHT, WIDTH), bool)
     mask[max(int(y1), 0):max(int(y2), 0), max(int(x1), 0):max(int(x2), 0)] = True
-    for j in range(i + 1, len(boxes)):
-        a1, b1, a2, b2 = boxes[j]
-        mask[max(int(b1), 0):max(int(b2), 0), max(int(a1), 0):max(int(a2), 0)] = False
+    for a1, b1, a2, b2 in pasted[i + 1:]:
+        mask[b1:b2, a1:a2] = False
     if pillar is not None:
         mask[:, pillar[0]:pillar[1]] = False
     return float(mask.sum()) / max((x2 - x1) * (y2 - y1), 1.0)

@@ -149,6 +149,8 @@ def test_contact_sheet_from_face_table(data_dir, tmp_path, capsys):
         (lambda d, t: (t / "bad.jpg").write_bytes(b"\xff\xd8junk") and t / "bad.jpg", "x.png", "not a decodable image"),
         (lambda d, t: d / VIDEO, "x.png --frame 999", "outside the video's 45 frames"),
         (lambda d, t: d / VIDEO, "x.png --output-max-side 4", "--output-max-side must be at least 16"),
+        (lambda d, t: _tracked_face_table(d, t / "tracks.parquet") and t / "tracks.parquet", "x.png --max-tracks 0",
+         "--max-tracks and --columns must be >= 1"),
     ],
 )
 def test_preview_bad_input(data_dir, tmp_path, capsys, make, output, message):
