@@ -85,6 +85,7 @@ def child(args) -> None:
                 "frame_count": len(sequence), "fps": 25.0, "width": width, "height": height,
                 "frame_height": height, "frame_width": width, "scale_x": 1.0, "scale_y": 1.0,
                 "frame_indices": np.arange(first, first + len(part), dtype=np.int64).tobytes(),
+                "detect": np.ones(len(part), np.uint8).tobytes(), "lookahead": False,
                 "pixels": images.tobytes(), "seconds": 0.0,
             }
             before = len(stage.detector.controller.records)

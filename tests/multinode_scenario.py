@@ -13,7 +13,7 @@ The cluster mirrors cluster/aws.yaml on one machine, with ``ray.cluster_utils.Cl
 Job 1 (``placement``): ``--gpus-per-actor 1``. Afterwards the state API says on which node every
 detector actor and every decode task ran.
 
-Job 2 (``node_loss``): the same job into another folder. Once its first chunk of faces is written, the
+Job 2 (``node_loss``): the same job into another folder. Once its first chunk is staged, the
 gpu node, with the detector actor on it, is killed without warning (a crash, or a spot instance
 reclaimed) and a fresh gpu node joins, as the autoscaler would start one. Ray restarts the actor there
 and Ray Data resends the lost work. The job must still finish with every row exactly once; the test
@@ -84,8 +84,14 @@ def placements(roles: dict) -> dict:
 
 
 def finished_face_files(output: Path) -> int:
+    """Videos finalised so far: each has one faces file."""
     faces = output / "faces"
     return len([p for p in faces.glob("*.parquet") if not p.name.startswith(".")]) if faces.is_dir() else 0
+
+
+def staged_chunks(output: Path) -> int:
+    """Chunks detected so far and not yet finalised into their video's files."""
+    return len([p for p in (output / "_staging").glob("*/*-frames.parquet") if not p.name.startswith(".")])
 
 
 def run_in_thread(arguments: list[str]) -> tuple[threading.Thread, dict]:
@@ -155,9 +161,10 @@ def main(workdir: Path, videos: list[str]) -> dict:
             assert time.monotonic() < deadline, "job 2's detector actor never started"
             time.sleep(0.2)
         report["node_loss_actors_before_kill"] = job2_actors()
-        # Kill as soon as the first chunk's faces are written: most of the job is still to do.
-        while finished_face_files(loss_out) == 0 and thread.is_alive() and time.monotonic() < deadline:
+        # Kill as soon as the first chunk is staged: most of the job is still to do.
+        while staged_chunks(loss_out) == 0 and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
+        report["chunks_staged_when_node_killed"] = staged_chunks(loss_out)
         report["face_files_when_node_killed"] = finished_face_files(loss_out)
         report["job_alive_when_node_killed"] = thread.is_alive()
         cluster.remove_node(lost, allow_graceful=False)

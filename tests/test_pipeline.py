@@ -1,7 +1,8 @@
 """The offline job end to end on the session's local Ray instance, on real video files.
 
 Every run uses the same detection options, so each can be compared with one unsharded reference
-run: sharding, a killed actor and S3 storage must not change a single face.
+run: sharding, a killed actor, a killed finalising step and S3 storage must not change a single
+face or track.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ RESOURCES = Resources(actors=1, cpus_per_actor=1, torch_threads=1)
 FACE_ORDER = ["video", "frame_index", "face_index"]
 
 
-def _spec(sources, output, shard_frames=1000, chunk_bytes=128 << 20, resources=RESOURCES, **kwargs):
+def _spec(sources, output, shard_frames=1000, chunk_bytes=128 << 20, resources=RESOURCES, detection=DETECTION,
+          sampling=SAMPLING, detect_every=1, **kwargs):
     return JobSpec(
-        sources=[str(s) for s in sources], output=str(output), detection=DETECTION,
-        shards=ShardOptions(shard_frames=shard_frames, sampling=SAMPLING, chunk_bytes=chunk_bytes),
+        sources=[str(s) for s in sources], output=str(output), detection=detection,
+        shards=ShardOptions(shard_frames=shard_frames, sampling=sampling, chunk_bytes=chunk_bytes,
+                            detect_every=detect_every),
         resources=resources, **kwargs,
     )
 
@@ -45,6 +48,11 @@ def _faces(dest, storage_options=None) -> pd.DataFrame:
     fs, path = fsspec.core.url_to_fs(f"{dest}/faces", **(storage_options or {}))
     table = pq.read_table(path, filesystem=fs)
     return table.to_pandas().sort_values(FACE_ORDER).reset_index(drop=True)
+
+
+def _tracks(dest, storage_options=None) -> pd.DataFrame:
+    fs, path = fsspec.core.url_to_fs(f"{dest}/tracks", **(storage_options or {}))
+    return pq.read_table(path, filesystem=fs).to_pandas().sort_values(["video", "track_id"]).reset_index(drop=True)
 
 
 def _videos(dest, storage_options=None) -> pd.DataFrame:
@@ -78,6 +86,20 @@ def test_reference_run_outputs(reference, data_dir):
     assert ((faces["x1"] + faces["x2"]) / 2).between(0, 640).all()
     assert ((faces["y1"] + faces["y2"]) / 2).between(0, 360).all()
     assert not any(name.startswith(".") for name in os.listdir(dest / "faces"))
+    # Tracks: every face has one, ids count from 0 in each video, DEST/tracks agrees with the faces.
+    tracks = _tracks(dest)
+    assert faces["track_id"].notna().all() and not faces["interpolated"].any()
+    for video, group in faces.groupby("video"):
+        assert sorted(group["track_id"].unique()) == list(range(group["track_id"].nunique()))
+    counted = faces.groupby(["video", "track_id"]).size().reset_index(name="faces")
+    pd.testing.assert_frame_equal(tracks[["video", "track_id", "faces"]], counted, check_dtype=False)
+    assert (tracks["first_frame"] <= tracks["last_frame"]).all() and (tracks["score_min"] <= tracks["score_mean"]).all()
+    assert videos.set_index("video")["tracks"].to_dict() == tracks.groupby("video").size().to_dict()
+    assert 21 in list(videos.set_index("video").loc[str(data_dir / HAMILTON), "cuts"])  # its cut at 20, sampled 21
+    assert len(tracks) < len(faces) / 2  # people are followed, not one track per face
+    # One faces file and one tracks file per video; nothing staged is left.
+    assert len(os.listdir(dest / "faces")) == len(os.listdir(dest / "tracks")) == 2
+    assert not (dest / "_staging").exists()
 
 
 def test_sharded_run_equals_unsharded_run(reference, data_dir, tmp_path):
@@ -89,10 +111,51 @@ def test_sharded_run_equals_unsharded_run(reference, data_dir, tmp_path):
     summary = run_job(spec)
     assert summary.exit_status == 0, summary.text()
     pd.testing.assert_frame_equal(_faces(dest), _faces(reference[0]))
+    pd.testing.assert_frame_equal(_tracks(dest), _tracks(reference[0]))
     videos, expected = _videos(dest), _videos(reference[0])
     assert list(videos["shards"]) == [12, 6]
-    columns = ["video", "status", "frames_decoded", "frames_detected", "faces", "frame_count", "width", "height"]
+    columns = ["video", "status", "frames_decoded", "frames_detected", "faces", "frame_count", "width", "height",
+               "tracks", "cuts"]
     pd.testing.assert_frame_equal(videos[columns], expected[columns])
+
+
+def test_detect_every_k_sharded_equals_unsharded_with_crops_from_the_real_frames(ray_session, data_dir, tmp_path):
+    """--detect-every 3 on every frame of the clip, with crops: shards of 10 frames and the smallest
+    chunks on two actors give the faces, crops and tracks of the whole video staged as one chunk and
+    finalised in this process."""
+    from dataclasses import replace
+
+    from raydetect.offline.chunk_detection import ChunkDetector
+    from raydetect.offline.finalise import finalise_video
+    from raydetect.offline.output import JobOutput, video_key
+    from raydetect.offline.shards import decode_chunks, plan_shards
+
+    detection = replace(DETECTION, crops=True, crop_size=48)
+    spec = _spec([data_dir / HAMILTON], tmp_path / "sharded", 10, 1,
+                 Resources(actors=2, cpus_per_actor=1, decode_cpus=1, torch_threads=1),
+                 detection=detection, sampling=Sampling(), detect_every=3)
+    summary = run_job(spec)
+    assert summary.exit_status == 0 and summary.frames_detected == 15, summary.text()
+
+    whole = replace(spec.shards, shard_frames=1000, chunk_bytes=1 << 30, max_side=320, keep_full_frames=True)
+    video = str(data_dir / HAMILTON)
+    item = {"video": video, "label": "", "key": video_key(video)}
+    (shard,) = plan_shards(item, whole)
+    (chunk,) = decode_chunks(shard, whole)
+    ChunkDetector(replace(detection, torch_threads=1), str(tmp_path / "whole")).process(chunk)
+    finalise_video(JobOutput(str(tmp_path / "whole")), item["key"], video, None, spec.tracking, crops=True)
+    faces = _faces(tmp_path / "whole")
+    pd.testing.assert_frame_equal(_faces(tmp_path / "sharded"), faces)
+    pd.testing.assert_frame_equal(_tracks(tmp_path / "sharded"), _tracks(tmp_path / "whole"))
+    detected = faces[~faces["interpolated"]]
+    assert set(detected["frame_index"]) <= set(range(0, 45, 3))
+    filled = faces[faces["interpolated"]]
+    assert len(filled) > 10 and not (set(filled["frame_index"]) & set(range(0, 45, 3)))
+    assert filled["crop"].map(len).min() > 500 and filled["crop"].nunique() == len(filled)  # JPEGs of their own
+    assert not faces.duplicated(["frame_index", "face_index"]).any()
+    # No interpolated face spans the cut at frame 20: its track's detected faces are on one side.
+    for _, group in faces.groupby("track_id"):
+        assert group["frame_index"].max() < 20 or group["frame_index"].min() >= 20
 
 
 def _detector_actors() -> list[dict]:
@@ -114,8 +177,9 @@ def test_killed_detector_actor_is_replaced_and_its_chunks_redone_once(reference,
     job.start()
     victim, deadline = None, time.monotonic() + 120
     while victim is None and job.is_alive() and time.monotonic() < deadline:
-        faces_dir = dest / "faces"
-        written = [n for n in os.listdir(faces_dir) if not n.startswith(".")] if faces_dir.exists() else []
+        staged = dest / "_staging"
+        written = [n for d in staged.glob("*") for n in os.listdir(d) if n.endswith("-frames.parquet")] \
+            if staged.exists() else []
         actors = _detector_actors()
         if written and actors:
             victim = actors[0]
@@ -130,8 +194,49 @@ def test_killed_detector_actor_is_replaced_and_its_chunks_redone_once(reference,
     faces = _faces(dest)
     assert not faces.duplicated(FACE_ORDER).any()
     pd.testing.assert_frame_equal(faces, _faces(reference[0]))
+    pd.testing.assert_frame_equal(_tracks(dest), _tracks(reference[0]))
     assert summary.frames_detected == 23
     assert state.actors()[victim["ActorID"]]["NumRestarts"] >= 1
+
+
+def _finalising_workers() -> list[int]:
+    """PIDs of this session's Ray workers running a finalising step (Ray titles a busy worker
+    ``ray::<task>``)."""
+    session = os.getsid(0)
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                title = open(f"/proc/{entry}/cmdline", "rb").read()
+                if title.startswith(b"ray::_finalise") and os.getsid(int(entry)) == session:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_killed_finalising_step_is_run_again_and_the_video_completes_once(reference, data_dir, tmp_path):
+    """SIGKILL the worker of a video's finalising step while it runs: Ray runs the step again, the
+    video's faces and tracks are those of the reference and its ok row is written once."""
+    dest = tmp_path / "killed-finaliser"
+    spec = _spec([data_dir / HAMILTON, data_dir / CROWD], dest, chunk_bytes=1)
+    outcome = {}
+    job = threading.Thread(target=lambda: outcome.update(summary=run_job(spec)))
+    job.start()
+    killed, deadline = [], time.monotonic() + 120
+    while not killed and job.is_alive() and time.monotonic() < deadline:
+        for pid in _finalising_workers():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        time.sleep(0.005)  # a finalising step takes far longer; leave the CPUs to the job meanwhile
+    job.join(timeout=300)
+    assert killed, "no finalising step was seen running"
+    summary = outcome["summary"]
+    assert summary.exit_status == 0, summary.text()
+    pd.testing.assert_frame_equal(_faces(dest), _faces(reference[0]))
+    pd.testing.assert_frame_equal(_tracks(dest), _tracks(reference[0]))
+    assert sorted(_videos(dest)["video"]) == sorted(_videos(reference[0])["video"])  # one row each
+    assert not (dest / "_staging").exists()
 
 
 def test_bad_inputs_get_error_rows_and_every_good_input_completes(ray_session, data_dir, tmp_path, capsys):
@@ -219,6 +324,9 @@ def test_outputs_read_without_ray(reference):
         f"faces = pq.read_table({str(dest / 'faces')!r})\n"
         f"videos = pd.read_parquet({str(dest / 'videos')!r})\n"
         f"sql = duckdb.sql(\"select count(*), max(len(landmarks)) from '{dest}/faces/*.parquet'\").fetchall()[0]\n"
+        f"joined = duckdb.sql(\"select sum(t.faces) from '{dest}/tracks/*.parquet' t\").fetchall()[0][0]\n"
+        f"assert joined == len(faces), joined\n"
+        f"assert pd.read_parquet({str(dest / 'tracks')!r}).track_id.dtype == 'int64'\n"
         "print(faces.schema.to_string(show_schema_metadata=False))\n"
         "print(len(faces), len(videos), pd.read_parquet(" + repr(str(dest / "faces")) + ").landmarks.iloc[0].size,"
         " *sql)\n"
@@ -227,6 +335,7 @@ def test_outputs_read_without_ray(reference):
     assert result.returncode == 0, result.stderr
     schema = result.stdout
     for field in ("video: string", "frame_index: int64", "timestamp_s: double", "x1: float", "score: float",
+                  "track_id: int64", "interpolated: bool",
                   "landmarks: list<element: float>", "width: int32", "height: int32"):
         assert field in schema, field
     assert result.stdout.strip().endswith(f"{reference[1].faces} 2 10 {reference[1].faces} 10")

@@ -10,8 +10,10 @@ import pytest
 
 from raydetect.core.crops import CropOptions
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
-from raydetect.offline.output import FACE_SCHEMA, JobOutput, OutputError, chunk_file_name, video_key
-from raydetect.offline.shards import ShardOptions, chunk_frames, decode_chunks, frame_indices, plan_shards
+from raydetect.offline.output import FACE_SCHEMA, JobOutput, OutputError, staged_file_names, video_key
+from raydetect.offline.shards import (
+    ShardOptions, chunk_frames, decode_chunks, detect_flags, frame_indices, plan_shards,
+)
 from raydetect.offline.video import FrameRange, Sampling, fit_max_side, probe
 
 CROWD = "street_crowd_24f_640x360.mp4"
@@ -25,6 +27,12 @@ def _item(path, label=None):
 
 def _records(path, options):
     return [c for shard in plan_shards(_item(path), options) for c in decode_chunks(shard, options)]
+
+
+def _staged_faces(dest) -> pd.DataFrame:
+    """Every face the detection stage staged under ``dest``, in frame order."""
+    files = sorted(str(p) for p in (dest / "_staging").glob("*/*-faces.parquet"))
+    return pq.read_table(files).to_pandas().sort_values(["frame_index", "face_index"]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +107,7 @@ def test_detection_maps_downscaled_boxes_back_to_original_pixels(data_dir, detec
     (record,) = _records(path, ShardOptions(sampling=Sampling(count=1), max_side=320))
     result = detector_stage.process(record)
     assert result["faces"] > 0 and result["frames_detected"] == 1 and not result["error"]
-    table = pq.read_table(detector_stage.output.path("faces", chunk_file_name(record["key"], 0, 0)))
+    table = pq.read_table(detector_stage.output.path("_staging", record["key"], staged_file_names(0, 0)[0]))
     info = probe(str(path))
     (frame,) = [f for f in FrameRange(str(path), 12, 13, Sampling().selector(info), info.fps)]
     expected = detector_stage.detector.detect([fit_max_side(frame.image, 320)[0]])[0]
@@ -121,9 +129,8 @@ def test_results_are_identical_whatever_the_batching(data_dir, tmp_path):
         for record in records:
             stage.process(record)
         assert stage.detector.controller.records[-1].images == (1 if name == "one-per-pass" else 6)
-        tables[name] = pd.read_parquet(tmp_path / name / "faces").sort_values(["frame_index", "face_index"])
-    pd.testing.assert_frame_equal(tables["one-per-pass"].reset_index(drop=True),
-                                  tables["all-at-once"].reset_index(drop=True))
+        tables[name] = _staged_faces(tmp_path / name)
+    pd.testing.assert_frame_equal(tables["one-per-pass"], tables["all-at-once"])
     assert len(tables["all-at-once"]) > 10
 
 
@@ -135,24 +142,26 @@ def test_crops_are_jpegs_of_the_requested_size(data_dir, tmp_path):
     crop = CropOptions(width=64, height=64)
     stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop=crop), str(tmp_path))
     assert stage.process(record)["faces"] > 0
-    table = pd.read_parquet(tmp_path / "faces")
+    table = _staged_faces(tmp_path)
     for crop in table["crop"]:
         assert cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
     assert table["x2"].max() > 320  # boxes in pixels of the 640 x 360 original
 
 
-def test_a_chunk_without_faces_writes_no_file(detector_stage, tmp_path):
+def test_a_chunk_without_faces_stages_only_its_frames(detector_stage, tmp_path):
     record = {
         "video": "black.mp4", "label": "", "key": "k", "error": "", "shard_index": 0, "num_shards": 1,
         "shard_number": 0, "chunk_index": 0, "last_chunk": True, "frames_read": 2, "frame_count": 2, "fps": 25.0,
         "width": 64, "height": 48, "frame_height": 48, "frame_width": 64, "scale_x": 1.0, "scale_y": 1.0,
-        "frame_indices": np.arange(2, dtype=np.int64).tobytes(), "pixels": bytes(2 * 48 * 64 * 3), "seconds": 0.0,
-        "io_retries": 0,
+        "frame_indices": np.arange(2, dtype=np.int64).tobytes(), "detect": bytes([1, 1]), "lookahead": False,
+        "pixels": bytes(2 * 48 * 64 * 3), "seconds": 0.0, "io_retries": 0,
     }
     stage = ChunkDetector(DetectionOptions(**FAST), str(tmp_path))
     result = stage.process(record)
     assert (result["frames_detected"], result["faces"], result["error"]) == (2, 0, "")
-    assert not (tmp_path / "faces").exists()
+    assert sorted(p.name for p in (tmp_path / "_staging" / "k").iterdir()) == [staged_file_names(0, 0)[1]]
+    frames = pd.read_parquet(tmp_path / "_staging" / "k")
+    assert list(frames["frame_index"]) == [0, 1] and len(frames["signature"][0]) > 100
 
 
 # --------------------------------------------------------------------------- DEST
@@ -189,11 +198,17 @@ def test_finished_videos_and_forgetting_them(tmp_path):
 
 
 def test_remove_faces_of_keys(tmp_path):
+    from raydetect.offline.output import FRAME_SCHEMA, track_schema
+
     output = JobOutput(str(tmp_path))
-    for key, shard in (("aaa", 0), ("aaa", 1), ("bbb", 0)):
-        output.write_face_chunk(FACE_SCHEMA.empty_table(), key, shard, 0)
+    for key in ("aaa", "bbb"):
+        output.write_table(FACE_SCHEMA.empty_table(), "faces", f"{key}.parquet")
+        output.write_table(track_schema(False).empty_table(), "tracks", f"{key}.parquet")
+        output.write_staged_chunk(FACE_SCHEMA.empty_table(), FRAME_SCHEMA.empty_table(), key, 0, 0)
     assert output.remove_faces_of({"aaa"}) == 2
-    assert [p.name for p in (tmp_path / "faces").iterdir()] == [chunk_file_name("bbb", 0, 0)]
+    for folder in ("faces", "tracks"):
+        assert [p.name for p in (tmp_path / folder).iterdir()] == ["bbb.parquet"]
+    assert [p.name for p in (tmp_path / "_staging").iterdir()] == ["bbb"]
 
 
 # --------------------------------------------------------------------------- options and resources
@@ -274,6 +289,8 @@ def test_cli_precision_option_reaches_the_detection_options():
 @pytest.mark.parametrize("argv", [
     ["--every", "2", "--fps", "5"], ["--every", "0"], ["--fps", "nan"], ["--crop-quality", "101"],
     ["--storage-options", "[1]"], ["--crop-margin", "-1"], ["--budget-images", "0"],
+    ["--detect-every", "0"], ["--detect-every", "-2"], ["--track-max-gap", "-0.1"], ["--track-max-gap", "inf"],
+    ["--min-track-faces", "0"], ["--min-track-faces", "1.5"],
 ])
 def test_cli_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -312,7 +329,7 @@ def test_aligned_png_crops_of_a_chunk_are_the_batched_warp_of_its_frames(data_di
     crop = CropOptions(width=96, height=112, align=True, format="png", margin=0.2)
     stage = ChunkDetector(DetectionOptions(**FAST, max_side=320, crops=True, crop=crop), str(tmp_path))
     assert sum(stage.process(record)["faces"] for record in records) >= 3
-    table = pd.read_parquet(tmp_path / "faces").sort_values(["frame_index", "face_index"])
+    table = _staged_faces(tmp_path).sort_values(["frame_index", "face_index"])
     frames = {int(i): f for r in records for i, f in zip(frame_indices(r), chunk_frames(r))}
     for row in table.itertuples():
         landmarks = np.asarray(row.landmarks, np.float32).reshape(1, 5, 2)
@@ -354,3 +371,127 @@ def test_a_rerun_with_other_crop_options_is_refused(tmp_path):
         output.check_options(DetectionOptions(crops=True, crop=CropOptions(height=192, pad="edge")).result_options(),
                              False)
     output.check_options(square, overwrite=False)
+
+
+# --------------------------------------------------------------------------- detect every K-th frame
+@pytest.mark.parametrize("sampling, shard_frames, detected, frames_read", [
+    (Sampling(), 7, list(range(0, 45, 3)), 45),
+    (Sampling(every=2), 10, list(range(0, 45, 6)), 45),
+    (Sampling(fps=10), 8, [0, 9, 18, 27, 36], 45),  # 29.97 fps: a sample every ~3 frames, every 3rd detected
+    (Sampling(count=9), 10, [2, 17, 32], 41),  # samples 2, 7, ..., 42: decoding starts at 2 and ends at 42
+])
+def test_detect_every_chunks_end_on_detected_frames_and_own_each_frame_once(data_dir, sampling, shard_frames,
+                                                                            detected, frames_read):
+    frame_bytes = 360 * 640 * 3
+    info = probe(str(data_dir / HAMILTON))
+    sampled = [i for i in range(45) if sampling.selector(info).wants(i)]
+    options = ShardOptions(shard_frames=shard_frames, sampling=sampling, chunk_bytes=2 * frame_bytes, detect_every=3)
+    records = _records(data_dir / HAMILTON, options)
+    assert all(not r["error"] for r in records)
+    owned, flagged = [], []
+    for r in records:
+        indices, flags = frame_indices(r).tolist(), detect_flags(r).tolist()
+        assert flags[0], "a chunk starts on a detected frame"
+        if r["lookahead"]:
+            assert flags[-1], "and its lookahead frame is detected too"
+            indices, flags = indices[:-1], flags[:-1]
+        owned += indices
+        flagged += [i for i, f in zip(indices, flags) if f]
+    assert owned == sampled and flagged == detected
+    assert sum(r["frames_read"] for r in records) == frames_read
+    # Only the video's very last chunk has no lookahead.
+    assert [r["lookahead"] for r in records].count(False) == 1 and not records[-1]["lookahead"]
+
+
+def test_detect_every_one_is_todays_chunking(data_dir):
+    plain = _records(data_dir / CROWD, ShardOptions(shard_frames=10, sampling=Sampling(every=2), chunk_bytes=1))
+    assert all(detect_flags(r).all() and not r["lookahead"] for r in plain)
+    assert [frame_indices(r).tolist() for r in plain] == [[i] for i in range(0, 24, 2)]
+
+
+# --------------------------------------------------------------------------- finalising (tracks), without Ray
+def _stage(output, key, shard, chunk, frames, faces, crops=False):
+    """Stage a hand-made chunk: ``frames`` its frame indices (25 fps, one plain grey picture each),
+    ``faces`` rows of (frame, face_index, x1, score, interpolated, link) with 40-pixel boxes at (x1, 100)."""
+    from raydetect.core.tracking import frame_signature
+    from raydetect.offline.output import FRAME_SCHEMA, staged_face_schema
+
+    signature = frame_signature(np.full((36, 64, 3), 128, np.uint8))
+    output.write_staged_chunk(
+        pa.Table.from_pylist([
+            {"video": "v.mp4", "label": "REAL", "frame_index": f, "timestamp_s": f / 25.0, "face_index": i,
+             "interpolated": interpolated, "x1": x, "y1": 100.0, "x2": x + 40.0, "y2": 140.0, "score": score,
+             "landmarks": [0.0] * 10, "width": 640, "height": 360, **(link or {}),
+             **({"crop": f"{f}-{i}".encode()} if crops else {})}
+            for f, i, x, score, interpolated, link in faces
+        ], schema=staged_face_schema(crops)),
+        pa.Table.from_pylist([{"frame_index": f, "timestamp_s": f / 25.0, "signature": signature} for f in frames],
+                             schema=FRAME_SCHEMA),
+        key, shard, chunk,
+    )
+
+
+def test_finalising_links_across_chunks_and_keeps_interpolated_faces_only_where_tracks_join(tmp_path):
+    from raydetect.core.tracking import TrackingOptions
+    from raydetect.offline.finalise import finalise_video
+
+    output = JobOutput(str(tmp_path))
+    join = {"from_frame": 0, "from_face": 0, "to_frame": 2, "to_face": 0}
+    stray = {"from_frame": 0, "from_face": 1, "to_frame": 2, "to_face": 1}  # its ends are not one track
+    _stage(output, "k", 0, 0, [0, 1], [
+        (0, 0, 100.0, 0.99, False, None), (0, 1, 400.0, 0.95, False, None),
+        (1, -1, 101.0, 0.99, True, join), (1, -1, 450.0, 0.95, True, stray),
+    ], crops=True)
+    # The next chunk (another shard) continues the left face; the right one jumps far away.
+    _stage(output, "k", 1, 0, [2, 3], [
+        (2, 0, 102.0, 0.99, False, None), (2, 1, 560.0, 0.80, False, None), (3, 0, 103.0, 0.97, False, None),
+    ], crops=True)
+    result = finalise_video(output, "k", "v.mp4", "REAL", TrackingOptions(), crops=True)
+    faces = pd.read_parquet(tmp_path / "faces" / "k.parquet")
+    assert (result.faces, result.interpolated, result.tracks, result.cuts) == (6, 1, 3, [])
+    assert faces[["frame_index", "face_index", "track_id", "interpolated"]].values.tolist() == [
+        [0, 0, 0, False], [0, 1, 1, False], [1, 0, 0, True], [2, 0, 0, False], [2, 1, 2, False], [3, 0, 0, False]]
+    tracks = pd.read_parquet(tmp_path / "tracks" / "k.parquet").set_index("track_id")
+    assert tracks.loc[0, ["first_frame", "last_frame", "faces", "interpolated_faces"]].tolist() == [0, 3, 4, 1]
+    assert tracks.loc[0, "best_crop"] == b"0-0" and tracks.loc[2, "best_frame"] == 2
+    assert tracks.loc[0, "score_min"] == pytest.approx(0.97) and tracks.loc[0, "box_side_median"] == 40.0
+
+    # --min-track-faces 2 drops the two one-face tracks; ids stay those of the linker.
+    again = finalise_video(output, "k", "v.mp4", "REAL", TrackingOptions(min_track_faces=2), crops=True)
+    assert (again.faces, again.tracks) == (4, 1)
+    assert set(pd.read_parquet(tmp_path / "faces" / "k.parquet")["track_id"]) == {0}
+
+
+def test_cli_tracking_options_reach_the_job_once_and_decide_the_results(tmp_path):
+    from raydetect.core.tracking import TrackingOptions
+    from raydetect.offline.job import result_options
+
+    spec = _parse("videos/", "-o", "out", "--track-max-gap", "0.8", "--min-track-faces", "7", "--detect-every", "3",
+                  "--max-side", "640", "--threads-per-actor", "2")
+    assert spec.tracking == TrackingOptions(max_gap_s=0.8, min_track_faces=7) and spec.shards.detect_every == 3
+    # Each option is given in one place; the job derives the copies its stages need.
+    assert spec.detection.max_side == 640 and spec.shards.max_side is None
+    assert spec.resources.torch_threads == 2 and spec.detection.torch_threads is None
+    default = _parse("videos/", "-o", "out")
+    assert default.tracking == TrackingOptions() and default.shards.detect_every == 1
+
+    output = JobOutput(str(tmp_path))
+    output.check_options(result_options(default), overwrite=False)
+    with pytest.raises(OutputError, match=r"other options \(detect_every, max_side, tracking\)"):
+        output.check_options(result_options(spec), overwrite=False)
+    speed_only = _parse("videos/", "-o", "out", "--threads-per-actor", "1", "--shard-frames", "50")
+    output.check_options(result_options(speed_only), overwrite=False)  # placement does not change results
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--detect-every", "0"], "--detect-every: must be at least 1, got 0"),
+    (["--track-max-gap", "-0.5"], "--track-max-gap: must be zero or more, got -0.5"),
+    (["--min-track-faces", "0"], "--min-track-faces: must be at least 1, got 0"),
+])
+def test_cli_refuses_bad_tracking_options_before_any_work(argv, message, capsys, tmp_path):
+    from raydetect.commands.detect import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "v.mp4"), "-o", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -113,8 +113,10 @@ def _face_table(data_dir, path, with_crops=True):
     if with_crops:
         columns["crop"] = face_crops(image, boxes, size=96, margin=0.2)
         columns["crop_matrix"] = [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * n  # not read by the preview
-    # The offline job's own schema, so a renamed column there fails here.
-    pq.write_table(pa.table(columns, schema=face_schema(with_crops)), path)
+    # The offline job's own schema, so a renamed column there fails here; without the track columns, as a
+    # table from before tracks (the contact sheet of faces, not of tracks).
+    schema = pa.schema([f for f in face_schema(with_crops) if f.name not in ("track_id", "interpolated")])
+    pq.write_table(pa.table(columns, schema=schema), path)
     return n
 
 

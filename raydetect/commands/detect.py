@@ -3,12 +3,15 @@
     raydetect detect SOURCE [SOURCE ...] --output DEST [--min-face-size 20]
                      [--every N | --fps F | --frames-per-video K] [--max-side S]
                      [--crops --crop-size 224|WxH --crop-margin 0.3 --align
-                     --crop-pad zero|edge|resize --crop-format jpeg|png] [--address auto] [--gpus-per-actor G]
+                     --crop-pad zero|edge|resize --crop-format jpeg|png] [--detect-every K]
+                     [--track-max-gap SECONDS] [--min-track-faces N] [--io-retries N] [--dry-run]
+                     [--address auto] [--gpus-per-actor G]
 
 SOURCE: a video, a directory, a glob, any fsspec URL (s3://, gs://, file://, memory://) or a manifest
 (CSV / Parquet / JSONL with a ``path`` column and optional ``label``, or a DFDC metadata.json).
-DEST: a local folder or fsspec URL; it receives faces/ (one row per face) and videos/ (one row per
-input). Without SOURCE, the bundled sample video is processed into ./quickstart-output.
+DEST: a local folder or fsspec URL; it receives faces/ (one row per face, with its track_id),
+tracks/ (one row per track of a person's faces over time) and videos/ (one row per input). Without
+SOURCE, the bundled sample video is processed into ./quickstart-output.
 
 Exit status: 0 when every input succeeded, 3 when some failed (their rows in DEST/videos say why),
 2 for bad options or sources. With --dry-run: 0, or 3 when some inputs cannot be probed.
@@ -24,6 +27,7 @@ import sys
 
 from raydetect.core.batching import WorkBudget
 from raydetect.core.crops import CROP_FORMATS, PAD_MODES, CropError, CropOptions, parse_crop_size
+from raydetect.core.tracking import TrackingOptions
 from raydetect.commands.detector_args import add_detector_arguments
 from raydetect.offline.retrying_io import RetryPolicy
 
@@ -60,6 +64,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-side", type=_positive_int, metavar="S",
         help="downscale frames whose longer side exceeds S pixels before detection; boxes are reported in "
              "pixels of the original frame",
+    )
+
+    tracks = parser.add_argument_group("face tracks (always on)")
+    tracks.add_argument(
+        "--track-max-gap", type=_non_negative_float, default=TrackingOptions.max_gap_s, metavar="SECONDS",
+        help="a track resumes when its face reappears within this many seconds; sampled frames further "
+             f"apart than this are never linked (default {TrackingOptions.max_gap_s:g})",
+    )
+    tracks.add_argument(
+        "--min-track-faces", type=_positive_int, default=TrackingOptions.min_track_faces, metavar="N",
+        help="drop the faces of tracks with fewer than N faces (default "
+             f"{TrackingOptions.min_track_faces}: keep every face)",
+    )
+    tracks.add_argument(
+        "--detect-every", type=_positive_int, default=1, metavar="K",
+        help="run the detector on every Kth sampled frame only; the sampled frames between get their "
+             "tracks' boxes and landmarks interpolated (column 'interpolated') (default 1: detect all)",
     )
 
     crops = parser.add_argument_group("face crops")
@@ -194,17 +215,17 @@ def job_spec(args: argparse.Namespace):
         max_side=args.max_side,
         crops=args.crops,
         crop=crop_options(args),
-        torch_threads=args.threads_per_actor,
         precision=args.precision,
         compile=args.compile,
     )
     shards = ShardOptions(
         shard_frames=args.shard_frames,
         sampling=Sampling(every=args.every, fps=args.fps, count=args.frames_per_video),
-        max_side=args.max_side,
         chunk_bytes=args.chunk_mib << 20 if args.chunk_mib else None,
         retry=RetryPolicy(retries=args.io_retries, timeout_s=args.io_timeout),
+        detect_every=args.detect_every,
     )
+    tracking = TrackingOptions(max_gap_s=args.track_max_gap, min_track_faces=args.min_track_faces)
     resources = Resources(
         actors=args.actors,
         gpus_per_actor=args.gpus_per_actor,
@@ -214,7 +235,7 @@ def job_spec(args: argparse.Namespace):
     )
     return JobSpec(
         sources=sources, output=output, detection=detection, shards=shards, resources=resources,
-        overwrite=args.overwrite, storage_options=args.storage_options,
+        tracking=tracking, overwrite=args.overwrite, storage_options=args.storage_options,
     )
 
 

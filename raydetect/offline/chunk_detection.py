@@ -1,10 +1,19 @@
-"""The detection stage of the offline job: one chunk of frames in, a face file and an accounting record out.
+"""The detection stage of the offline job: one chunk of frames in, staged files and an accounting record out.
 
 :class:`ChunkDetector` holds one :class:`FaceDetector` (built once, in the worker that hosts it),
-runs it over a chunk's frames, maps boxes back to full-resolution pixels, cuts crops, writes the
-chunk's face rows to DEST/faces under the chunk's fixed name, and returns a small record the
-driver uses to know what is done. It knows nothing of Ray; ``pipeline.py`` hosts it in a Ray
-Data actor pool.
+runs it over the chunk's frames to detect, maps boxes back to full-resolution pixels, cuts crops,
+and stages the chunk's face rows and its frames' shot-cut signatures under the chunk's fixed
+names (see :mod:`raydetect.offline.output`); the video's finalising step links them into tracks.
+It returns a small record the driver uses to know what is done.
+
+With ``--detect-every`` K > 1 the frames between two detected frames get interpolated faces here,
+where the frames are (so crops come from the real pictures): the faces of the two detected frames
+are matched by the linker on that pair alone, and each matched pair is interpolated over the frames
+between (:func:`~raydetect.core.tracking.interpolate_tracks`: never across a cut or a gap longer
+than ``max_gap_s``). The rule looks at the two detected frames and the frames between only, so it
+gives the same faces however the video is split; the finalising step keeps an interpolated face
+only if the video's tracks join its two ends. It knows nothing of Ray; ``job.py`` hosts it in a
+Ray Data actor pool.
 """
 
 from __future__ import annotations
@@ -17,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 
 from raydetect.core.crops import CropOptions, cut_crops, encode_crop
-from raydetect.offline.output import JobOutput, face_schema
 from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.core.results import Detections
-from raydetect.offline.shards import chunk_frames, frame_indices
+from raydetect.core.tracking import TrackingOptions, find_cuts, frame_signature, interpolate_tracks, link_tracks
+from raydetect.offline.output import FRAME_SCHEMA, JobOutput, staged_face_schema
+from raydetect.offline.shards import chunk_frames, detect_flags, frame_indices
 from raydetect.offline.video import fit_max_side
 
 # Fields of a chunk record passed on unchanged to the driver.
@@ -38,9 +48,11 @@ class DetectionOptions:
         min_face_size, thresholds, scale_factor: the detector's options.
         device: torch device ("cpu", "cuda"; None: CUDA when present).
         budget: per-pass work limits as WorkBudget keyword arguments (None: the device's default).
-        max_side: downscale frames that arrive larger than this before detection.
+        max_side: downscale frames larger than this before detection (``--max-side``; the job derives
+            the decoders' copy from it).
         crops: cut a crop of every face, shaped by ``crop`` (:class:`CropOptions`).
-        torch_threads: intra-op threads for a CPU detector (None: torch's default).
+        torch_threads: intra-op threads for a CPU detector (None: torch's default; the job derives it
+            from its resources).
         precision: the networks' precision ("auto", "float32", "bfloat16", "float16"; see ``FaceDetector``).
         compile: torch.compile the networks in each actor (see ``FaceDetector``).
     """
@@ -74,7 +86,7 @@ class ChunkDetector:
     """Detect, crop and write the faces of chunk records (see :mod:`raydetect.offline.shards`)."""
 
     def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None = None,
-                 retry: RetryPolicy | None = None):
+                 retry: RetryPolicy | None = None, tracking: TrackingOptions = TrackingOptions()):
         import torch
 
         from raydetect.core.batching import WorkBudget
@@ -96,7 +108,8 @@ class ChunkDetector:
             compile=options.compile,
         )
         self.output = JobOutput(dest, storage_options, retry or RetryPolicy())
-        self.schema = face_schema(options.crops)
+        self.schema = staged_face_schema(options.crops)
+        self.tracking = tracking
 
     def process(self, record: dict) -> dict:
         """Handle one chunk record; returns its accounting record with ``frames_detected`` and ``faces``."""
@@ -107,13 +120,32 @@ class ChunkDetector:
         if record["error"] or len(frames) == 0:
             result["seconds"] = float(record["seconds"]) + time.perf_counter() - started
             return result
+        indices = frame_indices(record)
+        # The lookahead frame (the next chunk's first) is detected here only to interpolate towards it.
+        owned = len(frames) - (1 if record["lookahead"] else 0)
+        detected = np.flatnonzero(detect_flags(record))
         try:
-            detections = self._detect(frames, record)
-            table = self._rows(record, frames, detections)
-            if table.num_rows:
-                self.output.write_face_chunk(table, record["key"], record["shard_index"], record["chunk_index"])
+            found = dict(zip(detected.tolist(), self._detect([frames[p] for p in detected], record)))
+            signatures = np.stack([frame_signature(frame) for frame in frames])
+            own = detected[detected < owned]
+            faces = [self._rows(record, [indices[p] for p in own], [frames[p] for p in own], [found[p] for p in own])]
+            if len(detected) < len(frames):
+                faces.append(self._interpolated_rows(record, frames, indices, signatures, found))
+            table = pa.concat_tables(faces)
+            fps = float(record["fps"])
+            frames_table = pa.table(
+                {
+                    "frame_index": pa.array(indices[:owned], pa.int64()),
+                    "timestamp_s": pa.array(indices[:owned] / fps, pa.float64()),
+                    "signature": pa.FixedSizeListArray.from_arrays(
+                        pa.array(signatures[:owned].reshape(-1)), signatures.shape[1]
+                    ).cast(pa.list_(pa.float32())),
+                },
+                schema=FRAME_SCHEMA,
+            )
+            self.output.write_staged_chunk(table, frames_table, record["key"], record["shard_index"],
+                                           record["chunk_index"])
         except Exception as exc:  # this input fails, the job goes on; the message names the cause
-            indices = frame_indices(record)
             result["error"] = (
                 f"{record['video']}: detection failed on frames {indices[0]}-{indices[-1]}: "
                 f"{type(exc).__name__}: {exc}"
@@ -123,7 +155,7 @@ class ChunkDetector:
         stats = self.detector.last_stats
         recent = list(self.detector.controller.records)[-max(1, int(stats.get("micro_batches", 1))):]
         result.update(
-            frames_detected=len(frames),
+            frames_detected=len(own),
             faces=table.num_rows,
             micro_batches=int(stats.get("micro_batches", 0)),
             max_batch_images=max((r.images for r in recent), default=0),
@@ -131,12 +163,13 @@ class ChunkDetector:
         )
         return result
 
-    def _detect(self, frames: np.ndarray, record: dict) -> list[Detections]:
+    def _detect(self, images: list[np.ndarray], record: dict) -> list[Detections]:
         """Detections in full-resolution pixels. The FaceDetector's controller splits the chunk
         into micro-batches that fit its work budget."""
+        if not images:
+            return []
         scale_x, scale_y = float(record["scale_x"]), float(record["scale_y"])
-        images = list(frames)
-        if self.options.max_side is not None and max(frames.shape[1:3]) > self.options.max_side:
+        if self.options.max_side is not None and max(images[0].shape[:2]) > self.options.max_side:
             # Full frames were shipped (for crops): downscale here for detection.
             resized = [fit_max_side(image, self.options.max_side) for image in images]
             images = [image for image, _, _ in resized]
@@ -146,7 +179,60 @@ class ChunkDetector:
             found = [d.scaled(scale_x, scale_y) for d in found]
         return found
 
-    def _rows(self, record: dict, frames: np.ndarray, detections: list[Detections]) -> pa.Table:
+    def _interpolated_rows(self, record: dict, frames: np.ndarray, indices: np.ndarray, signatures: np.ndarray,
+                           found: dict[int, Detections]) -> pa.Table:
+        """Faces on the frames between each two consecutive detected frames of the chunk (see the module
+        docstring), with the detected faces they lie between."""
+        fps = float(record["fps"])
+        detected = sorted(found)
+        parts = []
+        for a, b in zip(detected[:-1], detected[1:]):
+            first, last = found[a], found[b]
+            if b - a < 2 or not len(first) or not len(last):
+                continue
+            span = slice(a, b + 1)
+            span_indices, span_times = indices[span], indices[span] / fps
+            cuts = find_cuts(signatures[span], self.tracking)
+            face_frames = np.repeat([indices[a], indices[b]], [len(first), len(last)])
+            boxes = np.concatenate([first.boxes, last.boxes])
+            scores = np.concatenate([first.scores, last.scores])
+            landmarks = np.concatenate([first.landmarks, last.landmarks])
+            ids = link_tracks(span_indices, span_times, cuts, face_frames, boxes, scores, self.tracking)
+            filled = interpolate_tracks(span_indices, span_times, cuts, face_frames, ids, boxes, landmarks,
+                                        self.tracking, scores=scores)
+            if not len(filled):
+                continue
+            # Each local track has one face on each end: the face index (detector's order) of both.
+            from_face = {int(t): i for i, t in enumerate(ids[: len(first)])}
+            to_face = {int(t): i for i, t in enumerate(ids[len(first):])}
+            order = np.lexsort((filled.track_id, filled.frame_index))  # by frame, then local track
+            positions = a + np.searchsorted(span_indices, filled.frame_index[order])
+            parts.append((indices[a], indices[b], filled, order, positions,
+                          [from_face[int(t)] for t in filled.track_id[order]],
+                          [to_face[int(t)] for t in filled.track_id[order]]))
+        if not parts:
+            return self.schema.empty_table()
+        tables = []
+        for from_frame, to_frame, filled, order, positions, from_faces, to_faces in parts:
+            unique_positions, counts = np.unique(positions, return_counts=True)
+            per_frame = np.split(order, np.cumsum(counts)[:-1])
+            detections = [
+                Detections(filled.boxes[rows], filled.score[rows], filled.landmarks[rows]) for rows in per_frame
+            ]
+            links = {
+                "from_frame": np.full(len(order), from_frame, np.int64),
+                "from_face": np.asarray(from_faces, np.int32),
+                "to_frame": np.full(len(order), to_frame, np.int64),
+                "to_face": np.asarray(to_faces, np.int32),
+            }
+            tables.append(self._rows(record, [indices[p] for p in unique_positions],
+                                     [frames[p] for p in unique_positions], detections, links))
+        return pa.concat_tables(tables)
+
+    def _rows(self, record: dict, frame_index: list, frames: list[np.ndarray], detections: list[Detections],
+              links: dict | None = None) -> pa.Table:
+        """Staged rows of the faces ``detections[i]`` on frame ``frame_index[i]``; ``links``: the
+        columns of interpolated faces (None: detected faces)."""
         counts = [len(d) for d in detections]
         total = sum(counts)
         if total == 0:
@@ -154,13 +240,18 @@ class ChunkDetector:
         boxes = np.concatenate([d.boxes for d in detections]).astype(np.float32)
         landmarks = np.concatenate([d.landmarks for d in detections]).reshape(total, 10).astype(np.float32)
         fps = float(record["fps"])
-        frame_index = np.repeat(frame_indices(record), counts)
+        frame_index = np.repeat(np.asarray(frame_index, np.int64), counts)
+        if links is None:
+            face_index = np.concatenate([np.arange(n, dtype=np.int32) for n in counts])
+        else:  # numbered by the finalising step, after the faces whose tracks do not join are gone
+            face_index = np.full(total, -1, np.int32)
         columns = {
             "video": pa.array([record["video"]] * total, pa.string()),
             "label": pa.array([record["label"] or None] * total, pa.string()),
             "frame_index": pa.array(frame_index, pa.int64()),
             "timestamp_s": pa.array(frame_index / fps, pa.float64()),
-            "face_index": pa.array(np.concatenate([np.arange(n, dtype=np.int32) for n in counts]), pa.int32()),
+            "face_index": pa.array(face_index, pa.int32()),
+            "interpolated": pa.array(np.full(total, links is not None), pa.bool_()),
             "x1": pa.array(boxes[:, 0]),
             "y1": pa.array(boxes[:, 1]),
             "x2": pa.array(boxes[:, 2]),
@@ -172,6 +263,9 @@ class ChunkDetector:
             "width": pa.array(np.full(total, record["width"], np.int32)),
             "height": pa.array(np.full(total, record["height"], np.int32)),
         }
+        for name in ("from_frame", "from_face", "to_frame", "to_face"):
+            kind = self.schema.field(name).type
+            columns[name] = pa.array(links[name], kind) if links is not None else pa.nulls(total, kind)
         if self.options.crops:
             crops, to_crop = self._crops(frames, detections, record)
             columns["crop"] = pa.array(crops, pa.binary())

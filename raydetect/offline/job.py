@@ -2,18 +2,28 @@
 
     inputs (driver) -> probe + plan shards (CPU tasks) -> one shard per block
       -> decode shards into chunks of sampled frames (CPU tasks, streaming)
-      -> detect + crop + write each chunk's faces (actor pool, one FaceDetector per actor, GPU if asked)
-      -> small accounting records streamed back to the driver, which writes one row per finished video.
+      -> detect + crop + stage each chunk's faces and frame signatures (actor pool, one FaceDetector
+         per actor, GPU if asked)
+      -> small accounting records streamed back to the driver
+      -> once every chunk of a video is staged: its finalising step (a Ray task) links the faces
+         into tracks over the whole video and writes its faces and tracks files
+      -> the driver writes one row per finished video.
 
 Streaming end to end: decode tasks yield chunks one at a time and Ray Data's backpressure bounds
 the chunks in flight, so memory does not grow with the number of videos. A long video spreads
 over many shards, hence many decode tasks and actors; pull-based dispatch keeps a crowded shard
 from stalling the others.
 
-Nothing lost, nothing duplicated: every chunk's faces go to a file whose name is fixed by the video
-and frame range, so a chunk redone after an actor died replaces its file. A video's row in
-DEST/videos is written only once all its chunks are, and is what a re-run uses to skip it;
-faces of a failed video are removed. See :mod:`raydetect.offline.output` for the layout.
+Nothing lost, nothing duplicated: every chunk's staged files have names fixed by the video and
+frame range, so a chunk redone after an actor died replaces them; the finalising step rewrites
+the video's two files whole, so one retried after its worker died writes the same files again.
+A video's row in DEST/videos is written only after its finalising step, and is what a re-run
+uses to skip it; files of a failed video are removed. See :mod:`raydetect.offline.output` for the
+layout and :mod:`raydetect.offline.finalise` for the tracks.
+
+The finalising step runs as a Ray task, not on the driver: it reads a whole video's faces, which
+for long videos with crops is far more than the driver should hold or write, and many videos
+finalise at once on a large dataset. The driver only keeps a small state per video.
 """
 
 from __future__ import annotations
@@ -23,12 +33,14 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from raydetect.core.tracking import TrackingOptions
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
 from raydetect.offline.estimate import JobEstimate, add_detector_time, estimate
+from raydetect.offline.finalise import finalise_video
 from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
 from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
@@ -54,6 +66,9 @@ PROBES_PER_TASK = 16  # inputs a planning task probes (one after another)
 # file, the out-of-memory killer, a lost node). Ray Data's default retries forever, so an input that
 # always kills its worker would hold the job for ever; once these are spent, its video gets an error row.
 WORKER_RETRIES = 3
+# A finalising step mostly waits on storage and holds one chunk's crops at a time: a small CPU share,
+# so it runs beside the actors instead of queueing behind them.
+FINALISE_CPUS = 0.25
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,7 @@ class JobSpec:
     detection: DetectionOptions = field(default_factory=DetectionOptions)
     shards: ShardOptions = field(default_factory=ShardOptions)
     resources: Resources = field(default_factory=Resources)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
     overwrite: bool = False
     storage_options: dict | None = None
     flush_seconds: float = 30.0  # write finished videos' rows at least this often
@@ -105,6 +121,7 @@ class JobSummary:
     frames_decoded: int = 0
     frames_detected: int = 0
     faces: int = 0
+    tracks: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -121,8 +138,8 @@ class JobSummary:
             f"inputs: {self.inputs} ({self.ok} ok, {self.failed} failed, {self.skipped} already done)",
             f"frames: {self.frames_decoded} decoded, {self.frames_detected} detected "
             f"({self.fps:.2f} frames/s over {self.seconds:.1f} s)",
-            f"faces: {self.faces}",
-            f"output: {self.output}/faces and {self.output}/videos",
+            f"faces: {self.faces} in {self.tracks} tracks",
+            f"output: {self.output}/faces, {self.output}/tracks and {self.output}/videos",
         ]
         for message in self.errors[:20]:
             lines.append(f"failed: {message}")
@@ -157,8 +174,8 @@ class DetectActor:
     """Ray Data actor: hosts one ChunkDetector (one FaceDetector), built once per actor."""
 
     def __init__(self, options: DetectionOptions, dest: str, storage_options: dict | None,
-                 retry: RetryPolicy | None = None):
-        self.stage = ChunkDetector(options, dest, storage_options, retry)
+                 retry: RetryPolicy | None = None, tracking: TrackingOptions = TrackingOptions()):
+        self.stage = ChunkDetector(options, dest, storage_options, retry, tracking)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = [self.stage.process(_record(batch, i)) for i in range(batch.num_rows)]
@@ -220,7 +237,8 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray, probes_per_task: i
         dataset = dataset.map_batches(
             DetectActor,
             fn_constructor_kwargs={"options": detection, "dest": spec.output,
-                                   "storage_options": spec.storage_options, "retry": spec.shards.retry},
+                                   "storage_options": spec.storage_options, "retry": spec.shards.retry,
+                                   "tracking": spec.tracking},
             batch_size=1,
             batch_format="pyarrow",  # pixel bytes reach the detector without a copy
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
@@ -240,7 +258,7 @@ def _stage_options(spec: JobSpec, device: str, threads: int | None) -> tuple[Det
     detection = spec.detection
     if detection.device is None or (device == "cpu" and detection.device.startswith("cuda")):
         detection = _replace(detection, device=device)
-    if detection.torch_threads is None and device == "cpu":
+    if detection.torch_threads is None and threads is not None:
         detection = _replace(detection, torch_threads=threads)
     shards = _replace(spec.shards, keep_full_frames=detection.crops, max_side=detection.max_side,
                       storage_options=spec.storage_options,
@@ -314,6 +332,8 @@ class _VideoState:
     frames_decoded: int = 0
     frames_detected: int = 0
     faces: int = 0
+    tracks: int = 0
+    cuts: list = field(default_factory=list)
     seconds: float = 0.0
     io_retries: int = 0
     frame_count: int = 0
@@ -365,6 +385,8 @@ class _VideoState:
             "height": self.height,
             "shards": self.num_shards or 0,
             "io_retries": self.io_retries,
+            "tracks": self.tracks,
+            "cuts": self.cuts,
         }
 
 
@@ -386,7 +408,49 @@ class _VideoRows:
         table = pa.Table.from_pylist(self.pending, schema=VIDEO_SCHEMA)
         self.output.write_table(table, VIDEOS, f"part-{self.run_id}-{self.parts:05d}.parquet")
         self.parts += 1
+        # Their rows are written: the finished videos' staged chunks are not needed any more.
+        self.output.remove_staging_of({video_key(row["video"]) for row in self.pending if row["status"] == "ok"})
         self.pending = []
+
+
+class _Finalisers:
+    """The finalising steps in flight: one Ray task per video whose chunks are all staged."""
+
+    def __init__(self, spec: JobSpec, ray):
+        self.ray = ray
+        self.task = ray.remote(num_cpus=FINALISE_CPUS, max_retries=spec.worker_retries)(_finalise)
+        self.spec = spec
+        self.pending: dict = {}  # object ref -> _VideoState
+
+    def start(self, state: _VideoState) -> None:
+        item = state.item
+        ref = self.task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
+                               video_key(item.video), item.video, item.label, self.spec.tracking,
+                               self.spec.detection.crops)
+        self.pending[ref] = state
+
+    def finished(self, wait: bool = False) -> list[_VideoState]:
+        """States of the videos whose step ended (all of them when ``wait``), with its outcome recorded."""
+        if not self.pending:
+            return []
+        refs = list(self.pending)
+        done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=None if wait else 0)
+        states = []
+        for ref in done:
+            state = self.pending.pop(ref)
+            try:
+                result = self.ray.get(ref)
+            except Exception as exc:  # this video fails, the job goes on
+                state.error = f"{state.item.video}: finalising failed: {type(exc).__name__}: {exc}"
+            else:
+                state.faces, state.tracks, state.cuts = result.faces, result.tracks, result.cuts
+            states.append(state)
+        return states
+
+
+def _finalise(dest: str, storage_options: dict | None, retry: RetryPolicy, key: str, video: str,
+              label: str | None, tracking: TrackingOptions, crops: bool):
+    return finalise_video(JobOutput(dest, storage_options, retry), key, video, label, tracking, crops)
 
 
 def run_job(spec: JobSpec, ray=None) -> JobSummary:
@@ -398,8 +462,9 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     summary = JobSummary(output=output.url())
     inputs = list_inputs(spec.sources, spec.storage_options, spec.shards.retry)
     summary.inputs = len(inputs)
-    output.check_options({**spec.detection.result_options(), **_sampling_options(spec.shards)}, spec.overwrite)
+    output.check_options(result_options(spec), spec.overwrite)
     output.remove_temporaries()
+    output.remove_staging()  # chunks staged by an interrupted run: their videos are redone whole
 
     finished = output.finished_videos()
     todo = [item for item in inputs if finished.get(item.video) != "ok"]
@@ -412,6 +477,14 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     states = {item.video: _VideoState(item) for item in todo}
     rows = _VideoRows(output, run_id=time.strftime("%Y%m%d-%H%M%S") + f"-{int(started * 1000) % 100000:05d}")
     timers = dict.fromkeys(("flush", "progress"), time.perf_counter())
+    finalisers = _Finalisers(spec, ray)
+
+    def record_finished(finished: list[_VideoState]) -> None:
+        for state in finished:
+            if not state.error:  # a failed step is recorded with the other failures below
+                rows.add(state.row())
+                _count(summary, state)
+
     passes = [(todo, PROBES_PER_TASK)] if todo else []
     while passes:
         videos, probes_per_task = passes.pop()
@@ -419,8 +492,8 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
             for record in build_dataset(spec, videos, ray, probes_per_task).iter_rows():
                 state = states[record["video"]]
                 if state.add(record) and state.complete and not state.error:
-                    rows.add(state.row())
-                    _count(summary, state)
+                    finalisers.start(state)
+                record_finished(finalisers.finished())
                 _tick(spec, states, rows, timers, started)
         except BaseException:
             rows.flush()  # keep what finished: a re-run skips it
@@ -431,7 +504,12 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
         if unheard and probes_per_task > 1:
             log.info("%d inputs lost with a planning task that kept failing: probing them one per task", len(unheard))
             passes.append((unheard, 1))
-    # Every writer is done: drop the faces of failed videos, then record their rows.
+    try:
+        record_finished(finalisers.finished(wait=True))
+    except BaseException:
+        rows.flush()
+        raise
+    # Every writer is done: drop the files of failed videos, then record their rows.
     rows.flush()
     for state in states.values():
         if not state.complete and state.error is None:
@@ -447,6 +525,7 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
             summary.errors.append(state.error)
     rows.flush()
     output.remove_temporaries()
+    output.remove_staging()
     output.ensure_readable_faces(spec.detection.crops)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -497,9 +576,16 @@ def _tick(spec: JobSpec, states: dict, rows: "_VideoRows", timers: dict, started
         timers["progress"] = now
 
 
-def _sampling_options(shards: ShardOptions) -> dict:
-    sampling = shards.sampling
-    return {"every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count}
+def result_options(spec: JobSpec) -> dict:
+    """The options that decide the output's content (recorded in DEST/_job.json): detection,
+    sampling, tracking; not the ones that only change speed or placement."""
+    sampling = spec.shards.sampling
+    return {
+        **spec.detection.result_options(),
+        "every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count,
+        "detect_every": spec.shards.detect_every,
+        "tracking": asdict(spec.tracking),
+    }
 
 
 def _count(summary: JobSummary, state: _VideoState) -> None:
@@ -510,6 +596,7 @@ def _count(summary: JobSummary, state: _VideoState) -> None:
     summary.frames_decoded += state.frames_decoded
     summary.frames_detected += state.frames_detected
     summary.faces += state.faces
+    summary.tracks += state.tracks
 
 
 def _log_progress(states: dict, elapsed: float) -> None:

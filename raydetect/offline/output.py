@@ -1,11 +1,15 @@
 """The output folder of a detect job: layout, schemas, atomic writes and what is already done.
 
 Layout under DEST (a local path or any fsspec URL):
-- ``faces/<key>-s<shard>-c<chunk>.parquet``: the faces of one decoded chunk of one video. The
-  name is a function of the video and the frame range alone, so a chunk that is redone (a
-  restarted actor, a re-run) replaces its file instead of adding a second copy.
+- ``_staging/<key>/s<shard>-c<chunk>-faces.parquet`` and ``...-frames.parquet``: what the
+  detection of one decoded chunk found (faces without track ids) and its sampled frames' shot-cut
+  signatures. The names are a function of the video and the frame range alone, so a chunk that is
+  redone (a restarted actor) replaces its files instead of adding a second copy.
+- ``faces/<key>.parquet``: the faces of one video with their track ids, and ``tracks/<key>.parquet``
+  its tracks, written by the video's finalising step once every chunk of the video is staged.
 - ``videos/part-<run>-<n>.parquet``: one row per finished input, ``ok`` or ``error``. A video's
-  ``ok`` row is its completion marker: it is written only after every chunk file of the video.
+  ``ok`` row is its completion marker: it is written only after the video's faces and tracks
+  files; its staged files are deleted after that.
 - ``_job.json``: the options that decide the results; a re-run with other options is refused
   unless ``overwrite``.
 
@@ -32,8 +36,10 @@ from raydetect.errors import RaydetectError
 from raydetect.offline.retrying_io import RetryPolicy, call_with_retries
 
 FACES = "faces"
+TRACKS = "tracks"
 VIDEOS = "videos"
 CLIPS = "clips"
+STAGING = "_staging"
 JOB_FILE = "_job.json"
 TEMP_PREFIX = ".tmp-"
 
@@ -44,6 +50,8 @@ FACE_SCHEMA = pa.schema(
         ("frame_index", pa.int64()),
         ("timestamp_s", pa.float64()),
         ("face_index", pa.int32()),
+        ("track_id", pa.int64()),
+        ("interpolated", pa.bool_()),
         ("x1", pa.float32()),
         ("y1", pa.float32()),
         ("x2", pa.float32()),
@@ -69,6 +77,36 @@ CLIP_SCHEMA = pa.schema(
     ]
 )
 
+# A staged face has no track id yet; an interpolated one names the two detected faces it lies between
+# (frame index and face index of each), which the video's tracks must join for it to be kept.
+LINK_FIELDS = [
+    pa.field("from_frame", pa.int64()), pa.field("from_face", pa.int32()),
+    pa.field("to_frame", pa.int64()), pa.field("to_face", pa.int32()),
+]
+STAGED_FACE_SCHEMA = pa.schema([f for f in FACE_SCHEMA if f.name != "track_id"] + LINK_FIELDS)
+FRAME_SCHEMA = pa.schema(
+    [("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("signature", pa.list_(pa.float32()))]
+)
+
+TRACK_SCHEMA = pa.schema(
+    [
+        ("video", pa.string()),
+        ("label", pa.string()),
+        ("track_id", pa.int64()),
+        ("first_frame", pa.int64()),
+        ("last_frame", pa.int64()),
+        ("first_timestamp_s", pa.float64()),
+        ("last_timestamp_s", pa.float64()),
+        ("faces", pa.int64()),
+        ("interpolated_faces", pa.int64()),
+        ("score_mean", pa.float32()),
+        ("score_min", pa.float32()),
+        ("box_side_median", pa.float32()),
+        ("best_frame", pa.int64()),
+        ("best_face_index", pa.int32()),
+    ]
+)
+
 VIDEO_SCHEMA = pa.schema(
     [
         ("video", pa.string()),
@@ -85,6 +123,8 @@ VIDEO_SCHEMA = pa.schema(
         ("height", pa.int32()),
         ("shards", pa.int32()),
         ("io_retries", pa.int64()),
+        ("tracks", pa.int64()),
+        ("cuts", pa.list_(pa.int64())),
     ]
 )
 
@@ -97,13 +137,28 @@ def face_schema(crops: bool) -> pa.Schema:
     return pa.schema(list(FACE_SCHEMA) + CROP_FIELDS) if crops else FACE_SCHEMA
 
 
+def staged_face_schema(crops: bool) -> pa.Schema:
+    return pa.schema(list(STAGED_FACE_SCHEMA) + CROP_FIELDS) if crops else STAGED_FACE_SCHEMA
+
+
+def track_schema(crops: bool) -> pa.Schema:
+    """``best_crop``: the crop of the track's best face, its thumbnail (with crops only)."""
+    return TRACK_SCHEMA.append(pa.field("best_crop", pa.binary())) if crops else TRACK_SCHEMA
+
+
 def video_key(video: str) -> str:
     """A short stable name for a video's files (20 hex digits of the SHA-1 of its location)."""
     return hashlib.sha1(video.encode("utf-8")).hexdigest()[:20]
 
 
-def chunk_file_name(key: str, shard_index: int, chunk_index: int) -> str:
-    return f"{key}-s{shard_index:05d}-c{chunk_index:04d}.parquet"
+def staged_file_names(shard_index: int, chunk_index: int) -> tuple[str, str]:
+    """(faces, frames) file names of one chunk in its video's staging folder."""
+    stem = f"s{shard_index:05d}-c{chunk_index:04d}"
+    return f"{stem}-faces.parquet", f"{stem}-frames.parquet"
+
+
+def video_file_name(key: str) -> str:
+    return f"{key}.parquet"
 
 
 @dataclass
@@ -151,8 +206,60 @@ class JobOutput:
                 pass
             raise
 
-    def write_face_chunk(self, table: pa.Table, key: str, shard_index: int, chunk_index: int) -> None:
-        self.write_table(table, FACES, chunk_file_name(key, shard_index, chunk_index))
+    def write_tables(self, schema: pa.Schema, tables, *parts: str) -> int:
+        """Write every table of the iterable ``tables`` into one Parquet file at DEST/parts... (one
+        row group each, so memory holds one at a time), under a temporary name renamed when complete.
+        Returns the rows written."""
+        final = self.path(*parts)
+        folder = posixpath.dirname(final)
+        temp = posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
+        self.fs.makedirs(folder, exist_ok=True)
+        rows = 0
+        try:
+            with self.fs.open(temp, "wb") as stream, pq.ParquetWriter(stream, schema) as writer:
+                for table in tables:
+                    if table.num_rows:
+                        writer.write_table(table)
+                        rows += table.num_rows
+            self.fs.mv(temp, final)
+        except BaseException:
+            try:
+                if self.fs.exists(temp):
+                    self.fs.rm(temp)
+            except Exception:  # the store is failing: remove_temporaries() sweeps it up later
+                pass
+            raise
+        return rows
+
+    def write_staged_chunk(self, faces: pa.Table, frames: pa.Table, key: str, shard_index: int,
+                           chunk_index: int) -> None:
+        """Stage one chunk's faces (only if any) and frames (always: the cut detection needs them)."""
+        faces_name, frames_name = staged_file_names(shard_index, chunk_index)
+        if faces.num_rows:
+            self.write_table(faces, STAGING, key, faces_name)
+        self.write_table(frames, STAGING, key, frames_name)
+
+    def staged_files(self, key: str) -> tuple[list[str], list[str]]:
+        """(faces files, frames files) staged for one video, in shard and chunk order."""
+        files = self._files(posixpath.join(STAGING, key))
+        named = [p for p in files if not posixpath.basename(p).startswith(TEMP_PREFIX)]
+        return [p for p in named if p.endswith("-faces.parquet")], [p for p in named if p.endswith("-frames.parquet")]
+
+    def read(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        """One Parquet file under DEST, retried on transient storage failures."""
+        return self._read(path, columns)
+
+    def remove_staging_of(self, keys: set[str]) -> None:
+        """Delete the staged files of these videos (done with, or about to be redone)."""
+        for key in keys:
+            path = self.path(STAGING, key)
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+
+    def remove_staging(self) -> None:
+        """Delete every staged file (call when no writer is running)."""
+        if self.fs.exists(self.path(STAGING)):
+            self.fs.rm(self.path(STAGING), recursive=True)
 
     # ------------------------------------------------------------------ job options
     def check_options(self, options: dict, overwrite: bool) -> None:
@@ -177,7 +284,7 @@ class JobOutput:
 
     def clear(self) -> None:
         """Remove every result of earlier runs (for ``--overwrite``)."""
-        for folder in (FACES, VIDEOS):
+        for folder in (FACES, TRACKS, VIDEOS, STAGING):
             if self.fs.exists(self.path(folder)):
                 self.fs.rm(self.path(folder), recursive=True)
 
@@ -223,17 +330,22 @@ class JobOutput:
                 self.fs.rm(path)
 
     def remove_faces_of(self, keys: set[str]) -> int:
-        """Delete every face file of the videos with these keys; returns how many files went."""
+        """Delete every face, track and staged file of the videos with these keys; returns how many
+        faces and tracks files went."""
         if not keys:
             return 0
-        doomed = [p for p in self._files(FACES) if posixpath.basename(p).split("-", 1)[0] in keys]
+        doomed = [
+            p for folder in (FACES, TRACKS) for p in self._files(folder)
+            if posixpath.basename(p).split("-", 1)[0].split(".", 1)[0] in keys
+        ]
         if doomed:
             self.fs.rm(doomed)
+        self.remove_staging_of(keys)
         return len(doomed)
 
     def remove_temporaries(self) -> None:
         """Delete temporary files left by writers that died (call when no writer is running)."""
-        for folder in (FACES, VIDEOS, ""):
+        for folder in (FACES, TRACKS, VIDEOS, ""):
             path = self.path(folder) if folder else self.root
             if not self.fs.exists(path):
                 continue
@@ -242,6 +354,9 @@ class JobOutput:
                 self.fs.rm(stale)
 
     def ensure_readable_faces(self, crops: bool) -> None:
-        """An empty table when no video had a face, so ``read_parquet(DEST/faces)`` still works."""
+        """An empty table when no video had a face, so ``read_parquet(DEST/faces)`` and
+        ``read_parquet(DEST/tracks)`` still work."""
         if not self._files(FACES):
             self.write_table(face_schema(crops).empty_table(), FACES, "empty.parquet")
+        if not self._files(TRACKS):
+            self.write_table(track_schema(crops).empty_table(), TRACKS, "empty.parquet")
