@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from raydetect.core.crops import CropOptions
 from raydetect.offline.chunk_detection import DetectionOptions
 from raydetect.offline.job import JobSpec, Resources, run_job
 from raydetect.offline.shards import ShardOptions
@@ -130,7 +131,7 @@ def test_detect_every_k_sharded_equals_unsharded_with_crops_from_the_real_frames
     from raydetect.offline.output import JobOutput, video_key
     from raydetect.offline.shards import decode_chunks, plan_shards
 
-    detection = replace(DETECTION, crops=True, crop_size=48)
+    detection = replace(DETECTION, crops=True, crop=CropOptions(width=48, height=48))
     spec = _spec([data_dir / HAMILTON], tmp_path / "sharded", 10, 1,
                  Resources(actors=2, cpus_per_actor=1, decode_cpus=1, torch_threads=1),
                  detection=detection, sampling=Sampling(), detect_every=3)

@@ -189,13 +189,10 @@ def _tracked_face_table(data_dir, path, tracks=3, faces_per_track=12):
         "x2": boxes[[t for t, _ in rows], 2], "y2": boxes[[t for t, _ in rows], 3],
         "score": [0.9 + 0.03 * t for t, _ in rows], "landmarks": [[0.0] * 10] * n,
         "width": [image.shape[1]] * n, "height": [image.shape[0]] * n,
-        "crop": [crops[t] for t, _ in rows],
+        "crop": [crops[t] for t, _ in rows], "crop_matrix": [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * n,
         "track_id": [t for t, _ in rows], "interpolated": [False] * n,
     }
     schema = face_schema(True)
-    for name, kind in (("track_id", pa.int64()), ("interpolated", pa.bool_())):
-        if name not in schema.names:  # the job's schema gains these columns with tracks
-            schema = schema.append(pa.field(name, kind))
     pq.write_table(pa.table(columns, schema=schema), path)
     return crops
 

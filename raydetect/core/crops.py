@@ -208,7 +208,9 @@ def warp_crops(
     out = torch.empty((count, 3, height, width), dtype=torch.uint8, device=device)
     for k, side_bits in sorted(set(zip(factors.tolist(), side_class.tolist()))):
         members = np.flatnonzero((factors == k) & (side_class == side_bits))
-        patch = int(sides[members].max())
+        # The patch side is the class's power of two, not its largest member's: a face's crop then
+        # depends on that face alone, never on which faces share its chunk (sharded runs equal whole ones).
+        patch = 1 << side_bits
         per_call = max(1, MAX_SAMPLES_PER_CALL // max(width * height * k * k, patch * patch))
         for start in range(0, len(members), per_call):
             part = members[start:start + per_call]
