@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from raydetect.online.detector_pool import DetectRequest, pyramid_pixels, total_cost
+from raydetect.online.detector_pool import DetectRequest, request_pixels, total_cost
 from raydetect.errors import InvalidImageError
 from raydetect.online.application import (
     FaceAPIIngress,
@@ -94,14 +94,14 @@ def test_request_cost_is_pnet_pixels_capped_at_the_budget(deployment, images):
 
     image = images["multiface"]
     for size in (12, 20, 57):
-        assert pyramid_pixels(630, 1200, size) == FaceDetector(min_face_size=size, device="cpu").pyramid_pixels(630, 1200)
+        assert request_pixels(630, 1200, size) == FaceDetector(min_face_size=size, device="cpu").pyramid_pixels(630, 1200)
     deployment.reconfigure({"max_batch_pixels": 10**9})
-    assert deployment.request_cost(image, 20) == pyramid_pixels(630, 1200, 20)
+    assert deployment.request_cost(image, 20) == request_pixels(630, 1200, 20)
     deployment.reconfigure({"max_batch_pixels": 1000})
     assert deployment.request_cost(image, 20) == 1000  # larger than the budget: runs alone
     deployment.reconfigure(None)
     assert total_cost([DetectRequest(image, 20, 3), DetectRequest(image, 20, 4)]) == 7
-    assert pyramid_pixels(11, 500, 20) >= 1  # no pyramid level, still a positive cost
+    assert request_pixels(11, 500, 20) == 1  # no pyramid level, still a positive cost
 
 
 def test_ready_reports_batching_and_counters(deployment):

@@ -19,7 +19,7 @@ from raydetect.core.allocator import retain_freed_memory
 from raydetect.core.batching import BatchController, WorkBudget
 from raydetect.errors import InvalidImageError
 from raydetect.core.image_checks import as_rgb_uint8
-from raydetect.mtcnn import boxes as box_ops
+from raydetect.mtcnn import defaults, pyramid
 from raydetect.mtcnn.cascade import ALL_LEVELS, CascadeConfig, run_cascade
 from raydetect.mtcnn.streams import SERIAL, Streams
 from raydetect.mtcnn.weights import load_networks
@@ -108,9 +108,9 @@ class FaceDetector:
 
     def __init__(
         self,
-        min_face_size: float = 20.0,
-        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-        scale_factor: float = 0.709,
+        min_face_size: float = defaults.MIN_FACE_SIZE,
+        thresholds: Sequence[float] = defaults.THRESHOLDS,
+        scale_factor: float = defaults.SCALE_FACTOR,
         device: str | torch.device | None = None,
         budget: WorkBudget | None = None,
         precision: str = "auto",
@@ -124,10 +124,7 @@ class FaceDetector:
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds must be three probabilities in [0, 1], got {thresholds}")
-        if not min_face_size >= 1:
-            raise ValueError(f"min_face_size must be at least 1 pixel, got {min_face_size}")
-        if not 0.0 < scale_factor < 1.0:
-            raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
+        pyramid.check_pyramid_options(min_face_size, scale_factor)
         self.device = _resolve_device(device)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -178,11 +175,7 @@ class FaceDetector:
 
     def pyramid_pixels(self, height: int, width: int) -> int:
         """Pixels P-Net processes for one image of this size (all pyramid levels)."""
-        total = 0
-        for scale in box_ops.pyramid_scales(height, width, self.config.min_face_size, self.config.scale_factor):
-            level_h, level_w = box_ops.level_size(height, width, scale)
-            total += level_h * level_w
-        return total
+        return pyramid.pyramid_pixels(height, width, self.config.min_face_size, self.config.scale_factor)
 
     def detect(self, images: Sequence, bgr: bool = False) -> list[Detections]:
         """Detect faces in a batch of images.

@@ -30,10 +30,11 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 
 from raydetect.online.batch_merger import BatchMerger
-from raydetect.online.detector_pool import DetectorPool, DetectRequest, pyramid_pixels, total_cost
+from raydetect.online.detector_pool import DetectorPool, DetectRequest, request_pixels, total_cost
 from raydetect.errors import InvalidImageError
 from raydetect.online.http_api import create_api
 from raydetect.online.http_errors import ServiceUnavailable
+from raydetect.online.http_params import DEFAULT_MIN_FACE_SIZE
 from raydetect.online.video_uploads import FFMPEG_CAPTURE_OPTIONS
 from raydetect.core.results import Detections
 from raydetect.online.options import TOKEN_ENV, BatchingConfig, RequestLimits, ServeOptions
@@ -59,7 +60,7 @@ class FaceDetectorDeployment:
             return FaceDetector(min_face_size=min_face_size, device=device)
 
         self._pool = DetectorPool(build, max_detectors=max_detectors)
-        self._pool.detector(20)  # load the weights now: the replica is ready only once this works
+        self._pool.detector(DEFAULT_MIN_FACE_SIZE)  # load the weights now: the replica is ready only once this works
         self._batching = _DEFAULT_BATCHING
         self._merger = BatchMerger(self._pool.run, cost=lambda r: r.cost, budget=lambda: self._batching.max_batch_pixels)
         self._serve_batches = 0
@@ -87,7 +88,7 @@ class FaceDetectorDeployment:
         a request larger than the whole budget still runs (alone) instead of being refused by
         Serve, which rejects items larger than the batch limit."""
         height, width = image.shape[:2]
-        return min(pyramid_pixels(height, width, min_face_size), self._batching.max_batch_pixels)
+        return min(request_pixels(height, width, min_face_size), self._batching.max_batch_pixels)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_pixels,

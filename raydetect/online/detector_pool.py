@@ -18,10 +18,9 @@ import numpy as np
 
 from raydetect.errors import InvalidImageError
 from raydetect.core.image_checks import as_rgb_uint8
-from raydetect.mtcnn.boxes import level_size, pyramid_scales
+from raydetect.mtcnn import pyramid
+from raydetect.mtcnn.defaults import SCALE_FACTOR
 from raydetect.core.results import Detections
-
-DEFAULT_SCALE_FACTOR = 0.709
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class DetectRequest:
     Attributes:
         image: (H, W, 3) uint8 RGB.
         min_face_size: smallest face to find, in pixels.
-        cost: P-Net pixels of its pyramid (see :func:`pyramid_pixels`), used as its share of a
+        cost: P-Net pixels of its pyramid (see :func:`request_pixels`), used as its share of a
             batch budget.
     """
 
@@ -45,15 +44,10 @@ class DetectRequest:
         return (self.min_face_size,)
 
 
-def pyramid_pixels(height: int, width: int, min_face_size: float, scale_factor: float = DEFAULT_SCALE_FACTOR) -> int:
-    """Pixels P-Net processes over every pyramid level of an ``height`` x ``width`` image (>= 1).
-
-    About ``2 * H * W * (12 / min_face_size)^2``: the work a request adds to a batch.
-    """
-    if min(height, width) <= 0:
-        return 1
-    levels = (level_size(height, width, s) for s in pyramid_scales(height, width, min_face_size, scale_factor))
-    return max(1, sum(h * w for h, w in levels))
+def request_pixels(height: int, width: int, min_face_size: float) -> int:
+    """The work a request adds to a batch: P-Net pixels of its pyramid at the detectors' scale factor
+    (:func:`raydetect.mtcnn.pyramid.pyramid_pixels`), at least 1 so that every request has a share."""
+    return max(1, pyramid.pyramid_pixels(height, width, min_face_size, SCALE_FACTOR))
 
 
 def total_cost(requests: Sequence[DetectRequest]) -> int:
