@@ -13,7 +13,7 @@ from raydetect.online.detector_pool import DetectRequest, request_pixels, total_
 from raydetect.errors import InvalidImageError
 from raydetect.online.application import (
     FaceAPIIngress,
-    FaceDetectorDeployment,
+    DetectorReplica,
     build_app,
     detector_deployment_options,
 )
@@ -21,8 +21,8 @@ from raydetect.online.options import TOKEN_ENV, BatchingConfig, RequestLimits, S
 
 
 @pytest.fixture(scope="module")
-def deployment() -> FaceDetectorDeployment:
-    return FaceDetectorDeployment(device="cpu")
+def deployment() -> DetectorReplica:
+    return DetectorReplica(device="cpu")
 
 
 @pytest.fixture(scope="module")
