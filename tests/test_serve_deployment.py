@@ -85,7 +85,7 @@ def test_run_batch_groups_by_parameters_and_isolates_bad_images(deployment, imag
         np.testing.assert_allclose(result.scores, expected.scores, atol=1e-4)
     after = deployment.stats()
     assert after["batches"] - before["batches"] == 1
-    assert after["groups"] - before["groups"] == 3  # sizes 20, 40, 80; the bad image joined none
+    assert after["groups"] - before["groups"] == 3  # sizes 20, 40, 80; the bad image's group retried one by one
     assert after["images"] - before["images"] == 5
 
 
@@ -175,7 +175,8 @@ def test_builder_args_are_converted_and_checked():
         ({"replicas": 3, "max_replicas": 2}, "max_replicas must be an integer >= replicas"),
         ({"gpus_per_replica": -1}, "gpus_per_replica must be a number >= 0"),
         ({"device": "tpu"}, "device must be cpu or cuda"),
-        ({"max_image_megapixels": 0}, "max_image_megapixels must be a positive number"),
+        ({"max_image_megapixels": 0}, "max_image_megapixels must be positive"),
+        ({"max_video_megapixels": 101}, "at most the detector's 100 megapixels"),
     ]:
         with pytest.raises(ValueError) as info:
             ServeOptions.from_args(args)

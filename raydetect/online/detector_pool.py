@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from raydetect.errors import InvalidImageError
-from raydetect.core.image_checks import as_rgb_uint8
 from raydetect.mtcnn import pyramid
 from raydetect.mtcnn.defaults import SCALE_FACTOR
 from raydetect.core.results import Detections
@@ -97,11 +96,6 @@ class DetectorPool:
         results: list[Detections | InvalidImageError | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for position, request in enumerate(requests):
-            try:
-                as_rgb_uint8(request.image)  # cheap shape checks: a bad image never joins a group
-            except InvalidImageError as exc:
-                results[position] = exc
-                continue
             groups.setdefault(request.parameters, []).append(position)
         for positions in groups.values():
             detector = self.detector(requests[positions[0]].min_face_size)
@@ -109,7 +103,8 @@ class DetectorPool:
             try:
                 found = detector.detect(images)
             except InvalidImageError:
-                # One bad image must not fail its neighbours: retry one by one to find it.
+                # The detector checks its images before any work; one bad image must not fail its
+                # neighbours: retry one by one to find it.
                 found = [_detect_one(detector, image) for image in images]
             for position, detections in zip(positions, found):
                 results[position] = detections
