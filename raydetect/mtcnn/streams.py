@@ -33,6 +33,9 @@ Result = TypeVar("Result")
 _helper_pools: dict[int, ThreadPoolExecutor] = {}
 _helper_pools_lock = threading.Lock()
 _this_thread = threading.local()  # .in_helper: the thread is running a helper lane
+# The flag a failed item sets and every lane checks before taking the next item (a seam for tests,
+# which watch it being set).
+_FailureFlag = threading.Event
 
 
 class Streams:
@@ -101,7 +104,7 @@ class Streams:
         results: list = [None] * len(items)
         untaken = iter(range(len(items)))
         taking = threading.Lock()
-        failed = threading.Event()
+        failed = _FailureFlag()
         grad_enabled = torch.is_grad_enabled()
         inference = torch.is_inference_mode_enabled()
 
