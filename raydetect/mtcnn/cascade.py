@@ -230,8 +230,7 @@ def _crop_candidates(tables, sizes, candidates: Candidates, size: int):
 
     Crops are cut in reading order (image, then top edge, then left edge), not in score
     order: overlapping candidates then read the same parts of the summed-area table one
-    after the other, which keeps them in cache (the 312-face crowd photo: 1.3x faster
-    cutting). ``crops(start, stop)`` cuts positions start..stop of that order, and
+    after the other, which keeps them in cache. ``crops(start, stop)`` cuts positions start..stop of that order, and
     ``restore`` maps the networks' outputs back to the candidates' order.
     """
     image_sizes = sizes.index_select(0, candidates.image_index)
