@@ -32,9 +32,9 @@ class BatchingConfig:
     Attributes:
         max_batch_pixels: budget of one batch in P-Net pixels: the sum over requests of the
             pixels of every pyramid level (about ``2 * H * W * (12 / min_face_size)^2`` each).
-            A request larger than the budget runs alone. The default suits CPU replicas:
-            there, larger batches measured slower per image (docs/benchmarks.md, "Serve");
-            GPU replicas take far more (:data:`GPU_BATCH_PIXELS`).
+            A request larger than the budget runs alone. The default is the size of the CPU
+            detector's own passes (:class:`raydetect.core.batching.WorkBudget`); docs/benchmarks.md
+            (Serve) compares budgets. GPU replicas take far more (:data:`GPU_BATCH_PIXELS`).
         batch_wait_timeout_s: how long the first request of a batch waits for others, seconds.
             0 by default: batches still form under load, from the requests that queue while the
             detector is busy (see :mod:`raydetect.online.batch_merger`), and a lone request waits for
