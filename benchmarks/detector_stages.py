@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media_inputs  # noqa: E402
 
 from raydetect import FaceDetector  # noqa: E402
-from raydetect.mtcnn import boxes as box_ops  # noqa: E402
 from raydetect.mtcnn.cascade import _crop_candidates, _forward, finish, propose, refine  # noqa: E402
 from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE  # noqa: E402
+from raydetect.mtcnn.pyramid import level_sizes  # noqa: E402
 from raydetect.mtcnn.resample import SummedAreaTables  # noqa: E402
 
 WORKLOADS = {
@@ -67,9 +67,9 @@ def measure(detector: FaceDetector, image: torch.Tensor) -> dict[str, float]:
     times = {}
     tables, times["summed-area tables"] = _timed(lambda: SummedAreaTables([image]))
     height, width = image.shape[:2]
-    scales = box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor)
+    sizes_of_levels = level_sizes(height, width, config.min_face_size, config.scale_factor)
     levels, times["  levels resampled"] = _timed(
-        lambda: [tables.resample_whole([0], *box_ops.level_size(height, width, s), normalized=True) for s in scales])
+        lambda: [tables.resample_whole([0], *size, normalized=True) for size in sizes_of_levels])
     _, times["  P-Net passes"] = _timed(lambda: [_forward(pnet, level, config.compute_dtype) for level in levels])
     with streams.running():
         (proposals, _), times["propose (P-Net stage)"] = _timed(lambda: propose(pnet, tables, sizes, config, streams))

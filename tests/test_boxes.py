@@ -12,18 +12,6 @@ from raydetect.mtcnn.nets import normalize
 from raydetect.mtcnn.resample import SummedAreaTables
 
 
-def test_pyramid_scales_follow_the_original_recurrence():
-    scales = box_ops.pyramid_scales(720, 1280, min_face_size=20, scale_factor=0.709)
-    assert scales[0] == pytest.approx(0.6)
-    assert all(b / a == pytest.approx(0.709) for a, b in zip(scales, scales[1:]))
-    assert 720 * scales[-1] >= 12 > 720 * scales[-1] * 0.709
-    assert box_ops.level_size(720, 1280, scales[0]) == (433, 769)
-
-
-def test_pyramid_is_empty_when_the_image_is_smaller_than_the_minimum_face():
-    assert box_ops.pyramid_scales(15, 400, min_face_size=20, scale_factor=0.709) == []
-
-
 def test_pnet_proposals_against_a_loop_over_cells():
     gen = torch.Generator().manual_seed(0)
     prob = torch.rand(2, 7, 9, generator=gen)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from raydetect.mtcnn import boxes as box_ops
+from raydetect.mtcnn.pyramid import level_size, level_sizes, pyramid_scales
 from raydetect.mtcnn.cascade import (
     NMS_ACROSS_LEVELS,
     NMS_FINAL,
@@ -49,8 +50,8 @@ def _keep(boxes, scores, threshold, kind="union", inclusive=False):
 def _slow_propose(pnet, image, config):
     height, width = image.shape[:2]
     found = []
-    for scale in box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor):
-        face_prob, offsets = pnet(normalize(_area(image, *box_ops.level_size(height, width, scale))))
+    for scale in pyramid_scales(height, width, config.min_face_size, config.scale_factor):
+        face_prob, offsets = pnet(normalize(_area(image, *level_size(height, width, scale))))
         _, boxes, scores, box_offsets = box_ops.pnet_proposals(face_prob, offsets, scale, config.thresholds[0])
         keep = _keep(boxes, scores, NMS_WITHIN_LEVEL)
         found.append((boxes[keep], scores[keep], box_offsets[keep]))
@@ -89,10 +90,7 @@ def test_propose_equals_level_by_level_reference(nets, images, streams):
     with torch.inference_mode(), streams.running():
         proposals, pixels = propose(nets[0], SummedAreaTables(images), _sizes(images), config, streams)
         assert pixels == sum(
-            h * w for img in images for h, w in (
-                box_ops.level_size(img.shape[0], img.shape[1], s)
-                for s in box_ops.pyramid_scales(img.shape[0], img.shape[1], 20, 0.709)
-            )
+            h * w for img in images for h, w in level_sizes(img.shape[0], img.shape[1], 20, 0.709)
         )
         for index, image in enumerate(images):
             boxes, scores = _per_image(proposals, index)

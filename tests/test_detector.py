@@ -58,7 +58,7 @@ def test_float32_matches_the_peer_on_vendored_photos(data_dir, peer_reference):
 
 
 def test_default_precision_agrees_with_the_peer_on_vendored_photos(data_dir, peer_reference):
-    # The default ("auto": bfloat16 on CPUs with bfloat16 dot products) rounds more; the issue's figures for it
+    # The default ("auto": bfloat16 on CPUs with bfloat16 dot products) rounds more; the agreement checks for it
     # (97% of faces at IoU >= 0.7, median landmark error <= 3% of the side) are measured on the shared media by
     # benchmarks/compare_peer.py. On these 20 faces: every face found, 90% of them at IoU >= 0.7 (on this
     # machine one is at 0.698, where another of its candidates won), the same scores, median landmark error 3%.
@@ -225,7 +225,7 @@ def test_bfloat16_finds_the_same_faces(data_dir):
     exact = FaceDetector(device="cpu", precision="float32").detect_one(image)
     fast = FaceDetector(device="cpu", precision="bfloat16").detect_one(image)
     assert len(fast) == len(exact) == 6
-    # Tighter than the issue's agreement criterion (IoU >= 0.7). Scores saturate near 1, so bfloat16's rounding
+    # Tighter than the agreement checks' criterion (IoU >= 0.7). Scores saturate near 1, so bfloat16's rounding
     # can pick another of a face's overlapping candidates: here one box moves by 7 px of 94 (IoU 0.86).
     for box, score in zip(exact.boxes, exact.scores):
         best = max(range(len(fast)), key=lambda i: iou(box, fast.boxes[i]))

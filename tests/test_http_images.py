@@ -106,6 +106,15 @@ def test_decompression_bomb_refused_from_header_alone():
     assert error.status == 413 and "10000.0 megapixels" in error.message and "40 megapixels" in error.message
 
 
+def test_sizes_the_detector_refuses_are_400_from_the_header_alone():
+    # The detector's own size rules (raydetect.core.image_checks), applied to the header: these bytes
+    # hold no pixel data, so a decode attempt could only fail differently.
+    for width, height, words in [(8, 500, "8x500 pixels is smaller than the detector's 12-pixel window"),
+                                 (20_000, 20, "20000x20 pixels exceeds the limit of 16384 pixels a side")]:
+        error = rejected(decode_image, png_header_only(width, height), 40_000_000)
+        assert error.status == 400 and words in error.message, error.message
+
+
 def test_pixel_limit_is_inclusive(photo):
     data = encode(photo, ".png")
     assert decode_image(data, 1200 * 630).shape == (630, 1200, 3)
@@ -163,7 +172,7 @@ def test_detect_params_defaults_and_values():
     [
         ([("min_face_size", "abc")], "integer"),
         ([("min_face_size", "2.5")], "integer"),
-        ([("min_face_size", "5")], "between 10 and 4096"),
+        ([("min_face_size", "5")], "between 10 and 16384"),
         ([("min_face_size", "100000")], "between"),
         ([("crops", "maybe")], "true or false"),
         ([("min_face", "30")], "unknown query parameter 'min_face'"),

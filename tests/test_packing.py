@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raydetect import FaceDetector
-from raydetect.mtcnn.boxes import level_size, pyramid_scales
+from raydetect.mtcnn.pyramid import level_size, pyramid_scales
 from raydetect.mtcnn.nets import normalize
 from raydetect.mtcnn.packing import pack, shelf_layout, unpack
 from raydetect.mtcnn.resample import SummedAreaTables

@@ -30,7 +30,7 @@ CROWD = "street_crowd_24f_640x360.mp4"
 HAMILTON = "hamilton_45f_640x360.avi"
 DETECTION = DetectionOptions(min_face_size=30, max_side=320)
 SAMPLING = Sampling(every=3)  # crowd: 8 frames, hamilton: 15 frames
-# Fractional CPUs: the session's Ray has 4 logical CPUs on 2 cores (see GUIDE: no deadlock).
+# One CPU per actor: the session's Ray has 4 logical CPUs on 2 cores, so decoding tasks still find room beside it.
 RESOURCES = Resources(actors=1, cpus_per_actor=1, torch_threads=1)
 FACE_ORDER = ["video", "frame_index", "face_index"]
 

@@ -24,8 +24,8 @@ from raydetect.tuning.pyramid_plan import (
     plan_pyramid,
     pnet_macs,
     pnet_output_size,
-    pyramid_scales,
 )
+from raydetect.mtcnn.pyramid import level_size, pyramid_scales
 
 
 def test_scales_for_hd_frame_by_hand():
@@ -41,16 +41,14 @@ def test_scales_for_hd_frame_by_hand():
     assert plan.pixels == sum(level.height * level.width for level in plan.levels)
 
 
-def test_scales_match_the_cascade():
-    from raydetect.mtcnn import boxes
-
+def test_plan_levels_are_the_cascade_pyramid():
     for height, width, min_face, factor in [(1080, 1920, 40, 0.709), (333, 416, 10, 0.709), (360, 640, 20, 0.5),
                                             (97, 131, 12, 0.8)]:
         ours = plan_pyramid(height, width, min_face, factor)
-        theirs = boxes.pyramid_scales(height, width, min_face, factor)
+        theirs = pyramid_scales(height, width, min_face, factor)
         assert [level.scale for level in ours.levels] == pytest.approx(theirs)
         assert [(level.height, level.width) for level in ours.levels] == [
-            tuple(boxes.level_size(height, width, s)) for s in theirs
+            level_size(height, width, s) for s in theirs
         ]
 
 
@@ -59,7 +57,7 @@ def test_pnet_macs_by_hand():
     # conv2 10->16 3x3 gives 3x3: 9 * 16 * 90 = 12,960; conv3 16->32 3x3 gives 1x1: 32 * 144 = 4,608;
     # heads 1x1 32->2 and 32->4: 192. Total 44,760.
     assert pnet_macs(12, 12) == 44_760
-    # About 1,800 multiply-adds per input pixel on a large level (the design guide's figure).
+    # About 1,800 multiply-adds per input pixel on a large level, whatever its exact size.
     assert 1_700 < pnet_macs(539, 960) / (539 * 960) < 1_900
 
 
@@ -78,10 +76,11 @@ def test_output_size_matches_the_network(size):
 
 def test_small_frames_and_bad_options():
     assert plan_pyramid(20, 100, 40).levels == ()
-    for bad in [dict(height=0, width=10), dict(min_face_size=0), dict(scale_factor=1.0), dict(scale_factor=0)]:
+    for bad in [dict(height=0, width=10), dict(min_face_size=0), dict(min_face_size=0.5), dict(scale_factor=1.0),
+                dict(scale_factor=0)]:
         kwargs = {"height": 100, "width": 100, "min_face_size": 20, "scale_factor": 0.7, **bad}
         with pytest.raises(ValueError, match="must be"):
-            pyramid_scales(**kwargs)
+            plan_pyramid(**kwargs)
     assert parse_resolution("1920x1080") == (1080, 1920)
     for text in ["1920", "axb", "0x10", "1920x1080x3"]:
         with pytest.raises(ValueError, match="resolution"):
@@ -178,7 +177,7 @@ def test_plan_command_json(capsys):
     "argv, message",
     [
         (["--resolution", "big"], "resolution must look like"),
-        (["--resolution", "640x360", "--min-face-size", "-3"], "min_face_size must be positive"),
+        (["--resolution", "640x360", "--min-face-size", "-3"], "min_face_size must be at least 1 pixel"),
         (["--resolution", "640x360", "--scale-factor", "1.5"], "scale_factor must be in"),
         (["--resolution", "640x360", "--candidates", "5"], "--candidates must be two numbers"),
     ],

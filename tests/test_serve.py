@@ -158,19 +158,33 @@ def test_token_enforced_by_the_deployment(serve_url, photos):
 def test_concurrent_requests_with_different_parameters_batch_without_mixing(
     serve_url, photos, local, detector_handle
 ):
-    before = detector_handle.stats.remote().result()
+    """18 concurrent requests, three minimum face sizes, in ONE batch: the budget is set to exactly
+    their summed cost, and Serve closes a batch as soon as it is full, so the batch does not depend
+    on how fast the requests arrive (the 10 s wait only bounds a stalled machine)."""
+    from raydetect.online.detector_pool import request_pixels
+
     jobs = [(name, size) for name in photos for size in (20, 40, 80)] * 3  # 18 requests
+    shapes = {name: decode_image(data, 10**7).shape for name, data in photos.items()}
+    full = {"max_batch_pixels": sum(request_pixels(*shapes[name][:2], size) for name, size in jobs),
+            "batch_wait_timeout_s": 10.0}
     expected = {(name, size): local(photos[name], size) for name, size in set(jobs)}
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        responses = list(pool.map(lambda job: post(serve_url, photos[job[0]], {"min_face_size": job[1]}), jobs))
+    deploy(serve_config(full, LIMITS))
+    try:
+        wait_healthy(serve_url, lambda body: body["batching"] == full)
+        before = detector_handle.stats.remote().result()
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            responses = list(pool.map(lambda job: post(serve_url, photos[job[0]], {"min_face_size": job[1]}), jobs))
+        after = detector_handle.stats.remote().result()
+    finally:
+        deploy(serve_config(BATCHING, LIMITS))
+        wait_healthy(serve_url, lambda body: body["batching"] == BATCHING)
     for job, response in zip(jobs, responses):
         assert response.status_code == 200, (job, response.text)
         assert_faces_equal(response.json()["faces"], expected[job], atol=ATOL)
-    after = detector_handle.stats.remote().result()
     assert after["images"] - before["images"] == len(jobs)
-    # Fewer batches than requests, and batches that held several parameter groups.
-    assert after["batches"] - before["batches"] < len(jobs)
-    assert after["groups"] - before["groups"] > after["batches"] - before["batches"]
+    assert after["serve_batches"] - before["serve_batches"] == 1  # one Serve batch held all 18
+    assert after["batches"] - before["batches"] == 1  # one detector run
+    assert after["groups"] - before["groups"] == 3  # one detect call per minimum face size
 
 
 def bomb_png() -> bytes:
@@ -178,7 +192,7 @@ def bomb_png() -> bytes:
     return cv2.imencode(".png", np.zeros((3000, 3000, 3), np.uint8))[1].tobytes()
 
 
-def test_load_mixed_valid_and_invalid(serve_url, photos, local, detector_handle):
+def test_load_mixed_valid_and_invalid(serve_url, photos, local):
     """96 requests, 64 at a time: every valid one correct, every invalid one its 4xx, no 5xx."""
     valid = {
         "obama": (photos["obama-240p.jpg"], {}, "image/jpeg"),
@@ -211,11 +225,10 @@ def test_load_mixed_valid_and_invalid(serve_url, photos, local, detector_handle)
         data, params, content_type, headers, _ = invalid[kind]
         return kind, post(serve_url, data, params, headers=headers, content_type=content_type, timeout=180)
 
-    started = time.monotonic()
+    # Each request has its own timeout: nothing can hang. How fast the service is belongs to
+    # benchmarks/serve_latency.py, not here.
     with ThreadPoolExecutor(64) as pool:
         results = list(pool.map(send, kinds))
-    elapsed = time.monotonic() - started
-    assert elapsed < 170, f"load test took {elapsed:.0f} s"
 
     assert len(results) == 96
     for kind, response in results:
@@ -228,7 +241,7 @@ def test_load_mixed_valid_and_invalid(serve_url, photos, local, detector_handle)
             assert response.json()["error"]
     health = requests.get(f"{serve_url}/healthz", timeout=30)
     assert health.status_code == 200
-    assert detector_handle.stats.remote().result()["largest_batch"] > 1  # requests did share batches
+    # Whether requests shared batches depends on timing here; the test above checks batching exactly.
 
 
 def test_video_through_serve(serve_url, data_dir):

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from raydetect.online.detector_pool import DetectRequest, pyramid_pixels, total_cost
+from raydetect.online.detector_pool import DetectRequest, request_pixels, total_cost
 from raydetect.errors import InvalidImageError
 from raydetect.online.application import (
     FaceAPIIngress,
-    FaceDetectorDeployment,
+    DetectorReplica,
     build_app,
     detector_deployment_options,
 )
@@ -21,8 +21,8 @@ from raydetect.online.options import TOKEN_ENV, BatchingConfig, RequestLimits, S
 
 
 @pytest.fixture(scope="module")
-def deployment() -> FaceDetectorDeployment:
-    return FaceDetectorDeployment(device="cpu")
+def deployment() -> DetectorReplica:
+    return DetectorReplica(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_run_batch_groups_by_parameters_and_isolates_bad_images(deployment, imag
         np.testing.assert_allclose(result.scores, expected.scores, atol=1e-4)
     after = deployment.stats()
     assert after["batches"] - before["batches"] == 1
-    assert after["groups"] - before["groups"] == 3  # sizes 20, 40, 80; the bad image joined none
+    assert after["groups"] - before["groups"] == 3  # sizes 20, 40, 80; the bad image's group retried one by one
     assert after["images"] - before["images"] == 5
 
 
@@ -94,14 +94,14 @@ def test_request_cost_is_pnet_pixels_capped_at_the_budget(deployment, images):
 
     image = images["multiface"]
     for size in (12, 20, 57):
-        assert pyramid_pixels(630, 1200, size) == FaceDetector(min_face_size=size, device="cpu").pyramid_pixels(630, 1200)
+        assert request_pixels(630, 1200, size) == FaceDetector(min_face_size=size, device="cpu").pyramid_pixels(630, 1200)
     deployment.reconfigure({"max_batch_pixels": 10**9})
-    assert deployment.request_cost(image, 20) == pyramid_pixels(630, 1200, 20)
+    assert deployment.request_cost(image, 20) == request_pixels(630, 1200, 20)
     deployment.reconfigure({"max_batch_pixels": 1000})
     assert deployment.request_cost(image, 20) == 1000  # larger than the budget: runs alone
     deployment.reconfigure(None)
     assert total_cost([DetectRequest(image, 20, 3), DetectRequest(image, 20, 4)]) == 7
-    assert pyramid_pixels(11, 500, 20) >= 1  # no pyramid level, still a positive cost
+    assert request_pixels(11, 500, 20) == 1  # no pyramid level, still a positive cost
 
 
 def test_ready_reports_batching_and_counters(deployment):
@@ -175,7 +175,8 @@ def test_builder_args_are_converted_and_checked():
         ({"replicas": 3, "max_replicas": 2}, "max_replicas must be an integer >= replicas"),
         ({"gpus_per_replica": -1}, "gpus_per_replica must be a number >= 0"),
         ({"device": "tpu"}, "device must be cpu or cuda"),
-        ({"max_image_megapixels": 0}, "max_image_megapixels must be a positive number"),
+        ({"max_image_megapixels": 0}, "max_image_megapixels must be positive"),
+        ({"max_video_megapixels": 101}, "at most the detector's 100 megapixels"),
     ]:
         with pytest.raises(ValueError) as info:
             ServeOptions.from_args(args)

@@ -2,7 +2,6 @@
 
 import contextlib
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -10,7 +9,10 @@ import pytest
 import torch
 
 from raydetect import FaceDetector
+from raydetect.mtcnn import streams as streams_module
 from raydetect.mtcnn.streams import SERIAL, Streams
+
+WAIT_S = 10  # bounds a wait that only a broken implementation would exhaust
 
 
 @pytest.fixture
@@ -22,16 +24,36 @@ def two_torch_threads():
 
 
 def _where_it_ran(item):
-    time.sleep(0.01)  # long enough for both streams to be busy at once
     return item, threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()
+
+
+@pytest.fixture
+def failure_recorded(monkeypatch) -> threading.Event:
+    """Set once a failed item has raised the flag that stops the streams taking more items."""
+    recorded = threading.Event()
+
+    class WatchedFlag(threading.Event):
+        def set(self):
+            super().set()
+            recorded.set()
+
+    monkeypatch.setattr(streams_module, "_FailureFlag", WatchedFlag)
+    return recorded
 
 
 def test_map_keeps_item_order_and_runs_each_stream_on_its_own_thread_with_its_share(two_torch_threads):
     streams = Streams.for_cpu(2)
     assert (streams.count, streams.threads_each) == (2, 1)
+    both_busy = threading.Barrier(2, timeout=WAIT_S)
+
+    def work(item):
+        if item < 2:
+            both_busy.wait()  # items 0 and 1 can only finish together, so each stream takes one
+        return _where_it_ran(item)
+
     with torch.inference_mode(), streams.running():
         assert torch.get_num_threads() == 1  # the caller's share while running
-        ran = streams.map(_where_it_ran, list(range(7)))
+        ran = streams.map(work, list(range(7)))
     assert [item for item, *_ in ran] == list(range(7))
     threads = {ident for _, ident, _, _ in ran}
     assert len(threads) == 2 and threading.get_ident() in threads  # the caller is one of the streams
@@ -41,15 +63,14 @@ def test_map_keeps_item_order_and_runs_each_stream_on_its_own_thread_with_its_sh
 
 
 def test_items_of_uneven_cost_go_to_whichever_stream_is_free():
-    long_item_started = threading.Event()
+    short_items_done = threading.Semaphore(0)
 
     def work(item):
-        if item == 0:
-            long_item_started.set()
-            time.sleep(1.0)
+        if item == 0:  # the long item: it lasts until the other stream has done all seven short ones
+            for _ in range(7):
+                assert short_items_done.acquire(timeout=WAIT_S)
         else:
-            assert long_item_started.wait(5)  # the short items wait until one stream is busy with the long one
-            time.sleep(0.01)
+            short_items_done.release()
         return threading.get_ident()
 
     threads = Streams(2).map(work, list(range(8)))
@@ -99,33 +120,33 @@ def test_an_error_in_a_helper_reaches_the_caller():
         Streams(2).map(fail_on_odd, [0, 1, 2])
 
 
-def test_after_an_error_no_stream_starts_another_item():
+def test_after_an_error_no_stream_starts_another_item(failure_recorded):
     other_started = threading.Event()
     started = []
 
     def work(item):
         started.append(item)
         if item == 0:
-            assert other_started.wait(5)
+            assert other_started.wait(WAIT_S)
             raise RuntimeError("first item")
         other_started.set()
-        time.sleep(0.2)
+        assert failure_recorded.wait(WAIT_S)  # this stream finishes its item only after the failure
 
     with pytest.raises(RuntimeError, match="first item"):
         Streams(2).map(work, list(range(10)))
     assert sorted(started) == [0, 1]  # the failing item and the one running beside it, nothing after
 
 
-def test_an_error_in_one_stream_waits_for_the_item_running_in_the_other():
+def test_an_error_in_one_stream_waits_for_the_item_running_in_the_other(failure_recorded):
     other_started = threading.Event()
     finished = []
 
     def work(item):
         if item == 0:
-            assert other_started.wait(5)
+            assert other_started.wait(WAIT_S)
             raise RuntimeError("first item")
         other_started.set()
-        time.sleep(0.2)
+        assert failure_recorded.wait(WAIT_S)  # still running when the other stream has failed
         finished.append(item)
 
     with pytest.raises(RuntimeError, match="first item"):
@@ -142,7 +163,7 @@ def test_a_map_inside_a_map_completes():
     outer = []
     runner = threading.Thread(target=lambda: outer.extend(streams.map(inner, [0, 1, 2, 3])), daemon=True)
     runner.start()
-    runner.join(10)
+    runner.join(WAIT_S)
     assert not runner.is_alive(), "a map inside a helper's item waited on the pool it occupies"
     assert outer == [[(i, x) for x in range(3)] for i in range(4)]
 

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
+from raydetect.mtcnn import defaults
+
 PRECISION_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
 
-def add_detector_arguments(parser: argparse.ArgumentParser, min_face_size: float = 20) -> None:
+def add_detector_arguments(parser: argparse.ArgumentParser, min_face_size: float = defaults.MIN_FACE_SIZE) -> None:
     group = parser.add_argument_group("detector")
     group.add_argument(
         "--min-face-size", type=float, default=min_face_size,
         help=f"smallest face to find, pixels (default {min_face_size:g})",
     )
     group.add_argument(
-        "--scale-factor", type=float, default=0.709, help="pyramid level ratio in (0, 1) (default 0.709)"
+        "--scale-factor", type=float, default=defaults.SCALE_FACTOR,
+        help=f"pyramid level ratio in (0, 1) (default {defaults.SCALE_FACTOR:g})",
     )
     group.add_argument(
-        "--thresholds", type=parse_thresholds, default=DEFAULT_THRESHOLDS, metavar="P,R,O",
-        help="P-Net, R-Net, O-Net score thresholds (default 0.6,0.7,0.7)",
+        "--thresholds", type=parse_thresholds, default=defaults.THRESHOLDS, metavar="P,R,O",
+        help=f"P-Net, R-Net, O-Net score thresholds (default {format_thresholds(defaults.THRESHOLDS)})",
     )
     group.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if present)")
     group.add_argument(
@@ -31,6 +33,11 @@ def add_detector_arguments(parser: argparse.ArgumentParser, min_face_size: float
         "--compile", action="store_true",
         help="torch.compile the networks after a one-time compilation (20 s to minutes); for GPUs (slower on a small CPU)",
     )
+
+
+def format_thresholds(thresholds) -> str:
+    """(0.6, 0.7, 0.7) -> ``"0.6,0.7,0.7"``, the spelling :func:`parse_thresholds` reads."""
+    return ",".join(f"{t:g}" for t in thresholds)
 
 
 def parse_thresholds(text: str) -> tuple[float, float, float]:

@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from raydetect.mtcnn import defaults
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1],
     )
     parser.add_argument("--resolution", required=True, help="frame size WIDTHxHEIGHT, e.g. 1920x1080")
-    parser.add_argument("--min-face-size", type=float, default=20, help="smallest face to find, pixels (default 20)")
-    parser.add_argument("--scale-factor", type=float, default=0.709, help="pyramid level ratio (default 0.709)")
+    parser.add_argument("--min-face-size", type=float, default=defaults.MIN_FACE_SIZE,
+                        help=f"smallest face to find, pixels (default {defaults.MIN_FACE_SIZE:g})")
+    parser.add_argument("--scale-factor", type=float, default=defaults.SCALE_FACTOR,
+                        help=f"pyramid level ratio (default {defaults.SCALE_FACTOR:g})")
     parser.add_argument("--device", default=None, help="torch device for the time estimate (default: cuda if present)")
     parser.add_argument(
         "--candidates",

@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from raydetect.commands.detector_args import PRECISION_CHOICES, parse_thresholds
+from raydetect.commands.detector_args import PRECISION_CHOICES, format_thresholds, parse_thresholds
+from raydetect.mtcnn import defaults
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,11 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-face-sizes", type=_float_list, default=[10.0, 20.0, 40.0, 80.0], metavar="M1,M2,...",
         help="minimum face sizes in pixels (default 10,20,40,80)",
     )
-    parser.add_argument("--scale-factors", type=_float_list, default=[0.709], metavar="F1,F2,...",
-                        help="pyramid scale factors (default 0.709)")
+    parser.add_argument("--scale-factors", type=_float_list, default=[defaults.SCALE_FACTOR], metavar="F1,F2,...",
+                        help=f"pyramid scale factors (default {defaults.SCALE_FACTOR:g})")
     parser.add_argument(
-        "--thresholds", type=parse_thresholds, nargs="+", default=[(0.6, 0.7, 0.7)], metavar="P,R,O",
-        help="one or more threshold triples (default 0.6,0.7,0.7)",
+        "--thresholds", type=parse_thresholds, nargs="+", default=[defaults.THRESHOLDS], metavar="P,R,O",
+        help=f"one or more threshold triples (default {format_thresholds(defaults.THRESHOLDS)})",
     )
     parser.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default 0.5)")
     parser.add_argument("--batch", type=int, default=8, help="frames per detector call (default 8)")

@@ -5,12 +5,9 @@ it is freed, and trims free memory off the top of the heap once it exceeds the t
 threshold. A CPU forward pass allocates its layer outputs anew each call (R-Net over
 512 crops: about 28 MB for the first layer's output alone), so a pass can touch fresh
 pages and pay a page fault for every 4 KiB of them. glibc adapts its thresholds to the
-blocks freed so far, so how often that happens depends on the process's history; a
-detect call, which mixes pass sizes, kept paying it: a 720p street frame cost about
-14,000 page faults per call with glibc's defaults and none with the thresholds raised
-here (a one-off script counting ``ru_minflt``; ``tests/test_allocator.py`` checks the
-R-Net case). That took the call from 129 to 94 ms on the 2-core test machine
-(``benchmarks/detector_stages.py``).
+blocks freed so far, so a detect call, which mixes pass sizes, kept paying it; with the
+thresholds raised here it does not (``tests/test_allocator.py`` counts the faults of the
+R-Net case; the time it saves is in docs/benchmarks.md, Pass sizes).
 
 The price is resident memory: up to :data:`TRIM_THRESHOLD_BYTES` of free heap stays
 mapped after a burst. The setting is process-wide, which is why :class:`FaceDetector`

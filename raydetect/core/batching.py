@@ -30,9 +30,7 @@ class WorkBudget:
     """
 
     # CPU defaults, sized so that a pass's activations stay in the caches: past that, every
-    # elementwise layer (PReLU, pooling) turns memory-bound. Measured on a 2-core AVX-512
-    # machine (benchmarks/detector_passes.py): O-Net costs 2.1x as much per crop in passes of
-    # 1,024 crops as in passes of 64, R-Net 2.3x as much in passes of 4,096 as of 512.
+    # elementwise layer (PReLU, pooling) turns memory-bound (docs/benchmarks.md, Pass sizes).
     pnet_pixels: int = 1_000_000
     rnet_crops: int = 512
     onet_crops: int = 64

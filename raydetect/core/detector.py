@@ -19,7 +19,7 @@ from raydetect.core.allocator import retain_freed_memory
 from raydetect.core.batching import BatchController, WorkBudget
 from raydetect.errors import InvalidImageError
 from raydetect.core.image_checks import as_rgb_uint8
-from raydetect.mtcnn import boxes as box_ops
+from raydetect.mtcnn import defaults, pyramid
 from raydetect.mtcnn.cascade import ALL_LEVELS, CascadeConfig, run_cascade
 from raydetect.mtcnn.streams import SERIAL, Streams
 from raydetect.mtcnn.weights import load_networks
@@ -59,58 +59,41 @@ class FaceDetector:
     """Finds faces, their scores and five landmarks in batches of RGB images.
 
     Args:
-        min_face_size: smallest face side to find, in pixels (>= 1). Smaller values find
-            smaller faces at a higher cost: P-Net's work grows with (1 / min_face_size)**2.
+        min_face_size: smallest face side to find, in pixels (>= 1). P-Net's work grows as
+            (1 / min_face_size)**2.
         thresholds: face probability thresholds of P-Net, R-Net and O-Net, each in [0, 1].
-        scale_factor: ratio between pyramid levels, in (0, 1); the original 0.709 halves
-            the area per level.
+        scale_factor: ratio between pyramid levels, in (0, 1); the default halves the area per level.
         device: "cpu", "cuda", "cuda:1", a torch.device, or None for CUDA when available.
         budget: per-pass work limits (:class:`WorkBudget`); None picks one for the device.
-        precision: "float32", "float16" (CUDA), "bfloat16", or "auto": float16 on CUDA,
-            bfloat16 on CPUs with bfloat16 dot products (AVX-512 BF16 or AMX), float32 on
-            other CPUs. Lower precisions speed up the networks; box arithmetic and NMS
-            always run in float32. On a CPU, "bfloat16" keeps P-Net's first convolution,
-            which reads the whole frame, and R-Net's and O-Net's dense layers in
-            float32 and runs every other layer in bfloat16, so that nothing converts back
-            and forth between layers: on the 2-core AVX-512 BF16 test machine a 720p frame
-            takes about a fifth less time than in float32; on CPUs without bfloat16 dot
-            products it is slower. It finds the same faces as the reference to the issue's
-            tolerance, where float32 matches it to float rounding (docs/benchmarks.md:
-            agreement and speed).
+        precision: "float32", "float16" (CUDA), "bfloat16", or "auto" (:func:`auto_precision`:
+            float16 on CUDA, bfloat16 on CPUs with bfloat16 dot products, else float32). float32
+            gives the reference MTCNN's results to float rounding; the lower ones are faster and
+            agree closely (docs/benchmarks.md, Agreement). Box arithmetic and NMS always run in
+            float32; on a CPU, bfloat16 also keeps P-Net's first convolution and the dense
+            layers in float32, where its rounding would move the results.
         weights_dir: folder with pnet.pt, rnet.pt and onet.pt; None uses the bundled ones.
-        packed_pyramid: run P-Net's trunk once over all pyramid levels packed into one
-            canvas (True), or level by level (False). None packs every level on CUDA
-            (launch-bound), and on the CPU only the levels under 32,768 pixels, whose
-            fixed per-pass costs outweigh the canvas's unused cells. Results agree to
-            float rounding either way.
-        compile: compile the networks with ``torch.compile`` (inductor), which fuses each
-            convolution's PReLU and pooling into one kernel, after a one-time compilation in
-            the first ``detect`` call (20 s to over a minute per process; PyTorch caches the
-            kernels on disk for later processes). Compiled networks run in one stream
-            (``cpu_streams`` does not apply), which on a 2-core CPU makes them slower than
-            the eager default (docs/benchmarks.md); meant for GPUs, long jobs and servers,
-            not for a few images. Needs a C++ compiler on the CPU;
-            when compilation fails the detector warns and carries on uncompiled. Results
-            agree with eager mode to float rounding.
-        cpu_streams: on a CPU, the independent pieces of each stage (groups of pyramid
-            levels, chunks of crops) run side by side on this many threads, the calling
-            one and helpers, each with an equal share of torch's intra-op threads
-            (:mod:`raydetect.mtcnn.streams`). With fewer intra-op threads than this,
-            one stream per thread. 1 runs everything in the calling thread on all of
-            them. Compiled networks and CUDA devices always run as one stream.
+        packed_pyramid: run P-Net's trunk once over the pyramid levels packed into one canvas
+            (True) or level by level (False). None packs every level on CUDA and, on a CPU, the
+            levels under :data:`CPU_PACK_LEVELS_BELOW` pixels, whose fixed per-pass costs dominate.
+        compile: compile the networks with ``torch.compile`` in the first ``detect`` call (a
+            one-time cost of tens of seconds; needs a C++ compiler on the CPU). Compiled networks
+            run as one stream, so this is meant for GPUs and long-running processes. A failed
+            compilation warns and runs uncompiled.
+        cpu_streams: on a CPU, run each stage's independent pieces (groups of pyramid levels,
+            chunks of crops) on this many threads, each with an equal share of torch's intra-op
+            threads (:mod:`raydetect.mtcnn.streams`); 1 runs everything in the calling thread.
 
-    On a CPU device the detector also raises glibc's malloc thresholds for the process
-    (:func:`raydetect.core.allocator.retain_freed_memory`), so that each forward pass reuses
-    the memory of the last one instead of faulting in fresh pages (a 720p street frame: 94
-    against 129 ms on a 2-core CPU), at the cost of up to 256 MiB of free heap kept mapped.
-    ``RAYDETECT_MALLOC_TUNING=0`` turns this off.
+    Packing, streams and compilation change the results only by float rounding. On a CPU
+    device the detector also raises glibc's malloc thresholds for the process
+    (:func:`raydetect.core.allocator.retain_freed_memory`; ``RAYDETECT_MALLOC_TUNING=0`` turns
+    it off). Speed figures: docs/benchmarks.md.
     """
 
     def __init__(
         self,
-        min_face_size: float = 20.0,
-        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-        scale_factor: float = 0.709,
+        min_face_size: float = defaults.MIN_FACE_SIZE,
+        thresholds: Sequence[float] = defaults.THRESHOLDS,
+        scale_factor: float = defaults.SCALE_FACTOR,
         device: str | torch.device | None = None,
         budget: WorkBudget | None = None,
         precision: str = "auto",
@@ -124,10 +107,7 @@ class FaceDetector:
         thresholds = tuple(float(t) for t in thresholds)
         if len(thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"thresholds must be three probabilities in [0, 1], got {thresholds}")
-        if not min_face_size >= 1:
-            raise ValueError(f"min_face_size must be at least 1 pixel, got {min_face_size}")
-        if not 0.0 < scale_factor < 1.0:
-            raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
+        pyramid.check_pyramid_options(min_face_size, scale_factor)
         self.device = _resolve_device(device)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -178,11 +158,7 @@ class FaceDetector:
 
     def pyramid_pixels(self, height: int, width: int) -> int:
         """Pixels P-Net processes for one image of this size (all pyramid levels)."""
-        total = 0
-        for scale in box_ops.pyramid_scales(height, width, self.config.min_face_size, self.config.scale_factor):
-            level_h, level_w = box_ops.level_size(height, width, scale)
-            total += level_h * level_w
-        return total
+        return pyramid.pyramid_pixels(height, width, self.config.min_face_size, self.config.scale_factor)
 
     def detect(self, images: Sequence, bgr: bool = False) -> list[Detections]:
         """Detect faces in a batch of images.

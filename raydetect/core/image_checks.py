@@ -49,6 +49,19 @@ def as_rgb_uint8(image, index: int = 0, bgr: bool = False):
         )
     if height == 0 or width == 0:
         raise InvalidImageError(f"{where}: image is empty, shape {shape}")
+    check_size(height, width, where)
+    if channels == 1:
+        image = image.repeat(3, 2) if isinstance(image, np.ndarray) else image.expand(-1, -1, 3)
+    elif channels == 4:
+        image = image[:, :, :3]
+    if bgr:
+        image = image[:, :, ::-1] if isinstance(image, np.ndarray) else image.flip(2)
+    return image
+
+
+def check_size(height: int, width: int, where: str = "image") -> None:
+    """Raise InvalidImageError unless a ``height`` x ``width`` image (pixels) is within the detector's
+    size limits. Callers that know the size before decoding (an upload's header) check it here."""
     if min(height, width) < MIN_SIDE:
         raise InvalidImageError(
             f"{where}: {width}x{height} pixels is smaller than the detector's {MIN_SIDE}-pixel window"
@@ -58,10 +71,3 @@ def as_rgb_uint8(image, index: int = 0, bgr: bool = False):
             f"{where}: {width}x{height} pixels exceeds the limit of {MAX_SIDE} pixels a side and "
             f"{MAX_PIXELS // 1_000_000} megapixels; downscale it first"
         )
-    if channels == 1:
-        image = image.repeat(3, 2) if isinstance(image, np.ndarray) else image.expand(-1, -1, 3)
-    elif channels == 4:
-        image = image[:, :, :3]
-    if bgr:
-        image = image[:, :, ::-1] if isinstance(image, np.ndarray) else image.flip(2)
-    return image

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from raydetect.mtcnn.pyramid import PNET_STRIDE, PNET_WINDOW
-from raydetect.mtcnn.pyramid import level_size, pyramid_scales  # noqa: F401  (part of the box operations' API)
 
 
 def pnet_proposals(

@@ -7,10 +7,7 @@ others wait for the next parallel region, and with ``OMP_WAIT_POLICY=PASSIVE`` e
 region also pays to wake them. Streams split the work the other way: the pieces of a
 stage that do not depend on each other (groups of pyramid levels, chunks of crops) run
 at the same time on ``count`` threads, the calling thread and helpers, each with an
-equal share of the intra-op threads. On the 2-core test machine a 720p street frame took
-70 instead of 96 ms with PASSIVE waiting (``benchmarks/detector_stages.py``, minimum of
-7), and about as long as with OpenMP's default spinning on two threads, but with 1.76
-instead of 1.99 cores busy (``docs/benchmarks.md``).
+equal share of the intra-op threads (the gain: docs/benchmarks.md, Stages).
 
 Torch's intra-op thread count is per thread once a thread has run torch code, but
 ``torch.set_num_threads`` also stores the count that threads starting later pick up:
@@ -33,6 +30,9 @@ Result = TypeVar("Result")
 _helper_pools: dict[int, ThreadPoolExecutor] = {}
 _helper_pools_lock = threading.Lock()
 _this_thread = threading.local()  # .in_helper: the thread is running a helper lane
+# The flag a failed item sets and every lane checks before taking the next item (a seam for tests,
+# which watch it being set).
+_FailureFlag = threading.Event
 
 
 class Streams:
@@ -101,7 +101,7 @@ class Streams:
         results: list = [None] * len(items)
         untaken = iter(range(len(items)))
         taking = threading.Lock()
-        failed = threading.Event()
+        failed = _FailureFlag()
         grad_enabled = torch.is_grad_enabled()
         inference = torch.is_inference_mode_enabled()
 

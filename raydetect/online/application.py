@@ -6,16 +6,17 @@ One application, three ways to run it:
 * ``serve run raydetect.serve:app`` (defaults) or ``serve run raydetect.serve:build_app key=value ...``
 * ``serve deploy cluster/serve.yaml`` (``import_path: raydetect.serve:app``, per-deployment
   overrides of replicas, autoscaling, GPUs, and each deployment's ``user_config``: batching
-  for ``FaceDetector``, request limits for ``FaceAPI``)
+  for the detector deployment, request limits for the ingress)
 
-``FaceAPI`` (ingress, CPU) parses and decodes requests (:mod:`raydetect.online.http_api`) and sends
-decoded images to ``FaceDetector``. ``FaceDetector`` gathers concurrent requests with
-``@serve.batch``: a batch is bounded by a budget of P-Net pixels (``batch_size_fn``), not a
-request count, and the budget and the wait timeout are its ``user_config``, applied by
-``reconfigure`` without restarting replicas. Batches that close while the detector is busy
-are merged into its next run, within the same budget (:mod:`raydetect.online.batch_merger`). Inside
-a run, requests are grouped by their parameters (``min_face_size``) and each group runs in
-one ``FaceDetector.detect`` call.
+Two deployments, named in the configs ``FaceAPI`` and ``FaceDetector``. The ingress
+(:class:`FaceAPIIngress`, CPU) parses and decodes requests (:mod:`raydetect.online.http_api`)
+and sends decoded images to the detector deployment (:class:`DetectorReplica`), which gathers
+concurrent requests with ``@serve.batch``: a batch is bounded by a budget of P-Net pixels
+(``batch_size_fn``), not a request count, and the budget and the wait timeout are its
+``user_config``, applied by ``reconfigure`` without restarting replicas. Batches that close
+while the detector is busy are merged into its next run, within the same budget
+(:mod:`raydetect.online.batch_merger`). Inside a run, requests are grouped by their parameters
+(``min_face_size``) and each group runs in one ``FaceDetector.detect`` call.
 """
 
 from __future__ import annotations
@@ -30,21 +31,22 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 
 from raydetect.online.batch_merger import BatchMerger
-from raydetect.online.detector_pool import DetectorPool, DetectRequest, pyramid_pixels, total_cost
+from raydetect.online.detector_pool import DetectorPool, DetectRequest, request_pixels, total_cost
 from raydetect.errors import InvalidImageError
 from raydetect.online.http_api import create_api
 from raydetect.online.http_errors import ServiceUnavailable
+from raydetect.online.http_params import DEFAULT_MIN_FACE_SIZE
 from raydetect.online.video_uploads import FFMPEG_CAPTURE_OPTIONS
 from raydetect.core.results import Detections
 from raydetect.online.options import TOKEN_ENV, BatchingConfig, RequestLimits, ServeOptions
 
 INGRESS_NAME = "FaceAPI"
-DETECTOR_NAME = "FaceDetector"
+DETECTOR_NAME = "FaceDetector"  # the deployment's name in cluster/serve.yaml and the Serve dashboard
 _DEFAULT_BATCHING = BatchingConfig()
 MAX_QUEUED_BATCHES = 32
 
 
-class FaceDetectorDeployment:
+class DetectorReplica:
     """Hosts the detectors of one replica and batches the requests sent to it.
 
     Args:
@@ -59,7 +61,7 @@ class FaceDetectorDeployment:
             return FaceDetector(min_face_size=min_face_size, device=device)
 
         self._pool = DetectorPool(build, max_detectors=max_detectors)
-        self._pool.detector(20)  # load the weights now: the replica is ready only once this works
+        self._pool.detector(DEFAULT_MIN_FACE_SIZE)  # load the weights now: the replica is ready only once this works
         self._batching = _DEFAULT_BATCHING
         self._merger = BatchMerger(self._pool.run, cost=lambda r: r.cost, budget=lambda: self._batching.max_batch_pixels)
         self._serve_batches = 0
@@ -87,7 +89,7 @@ class FaceDetectorDeployment:
         a request larger than the whole budget still runs (alone) instead of being refused by
         Serve, which rejects items larger than the batch limit."""
         height, width = image.shape[:2]
-        return min(pyramid_pixels(height, width, min_face_size), self._batching.max_batch_pixels)
+        return min(request_pixels(height, width, min_face_size), self._batching.max_batch_pixels)
 
     @serve.batch(
         max_batch_size=_DEFAULT_BATCHING.max_batch_pixels,
@@ -123,7 +125,7 @@ class FaceAPIIngress:
     Its ``user_config`` is :class:`RequestLimits` (body sizes, megapixels, clip length, crops).
 
     Args:
-        detector: handle of the ``FaceDetector`` deployment.
+        detector: handle of the detector deployment (:data:`DetectorDeployment`).
         api_token: bearer token; None reads ``RAYDETECT_API_TOKEN`` from this replica's
             environment (unset or empty: no token required).
     """
@@ -163,7 +165,7 @@ class _HandleClient:
         return await self._handle.ready.remote()
 
 
-FaceDetector = serve.deployment(name=DETECTOR_NAME, max_ongoing_requests=64)(FaceDetectorDeployment)
+DetectorDeployment = serve.deployment(name=DETECTOR_NAME, max_ongoing_requests=64)(DetectorReplica)
 FaceAPI = serve.deployment(name=INGRESS_NAME, max_ongoing_requests=256)(serve.ingress()(FaceAPIIngress))
 
 
@@ -198,7 +200,7 @@ def build_app(args: typing.Mapping | ServeOptions | None = None) -> serve.Applic
     """
     options = args if isinstance(args, ServeOptions) else ServeOptions.from_args(args)
     device = options.device or ("cuda" if options.gpus_per_replica else None)
-    detector = FaceDetector.options(**detector_deployment_options(options)).bind(device=device)
+    detector = DetectorDeployment.options(**detector_deployment_options(options)).bind(device=device)
     ingress = FaceAPI.options(
         num_replicas=options.ingress_replicas,
         ray_actor_options={"num_cpus": options.ingress_cpus},

@@ -17,11 +17,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from raydetect.errors import InvalidImageError
-from raydetect.core.image_checks import as_rgb_uint8
-from raydetect.mtcnn.boxes import level_size, pyramid_scales
+from raydetect.mtcnn import pyramid
+from raydetect.mtcnn.defaults import SCALE_FACTOR
 from raydetect.core.results import Detections
-
-DEFAULT_SCALE_FACTOR = 0.709
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class DetectRequest:
     Attributes:
         image: (H, W, 3) uint8 RGB.
         min_face_size: smallest face to find, in pixels.
-        cost: P-Net pixels of its pyramid (see :func:`pyramid_pixels`), used as its share of a
+        cost: P-Net pixels of its pyramid (see :func:`request_pixels`), used as its share of a
             batch budget.
     """
 
@@ -45,15 +43,10 @@ class DetectRequest:
         return (self.min_face_size,)
 
 
-def pyramid_pixels(height: int, width: int, min_face_size: float, scale_factor: float = DEFAULT_SCALE_FACTOR) -> int:
-    """Pixels P-Net processes over every pyramid level of an ``height`` x ``width`` image (>= 1).
-
-    About ``2 * H * W * (12 / min_face_size)^2``: the work a request adds to a batch.
-    """
-    if min(height, width) <= 0:
-        return 1
-    levels = (level_size(height, width, s) for s in pyramid_scales(height, width, min_face_size, scale_factor))
-    return max(1, sum(h * w for h, w in levels))
+def request_pixels(height: int, width: int, min_face_size: float) -> int:
+    """The work a request adds to a batch: P-Net pixels of its pyramid at the detectors' scale factor
+    (:func:`raydetect.mtcnn.pyramid.pyramid_pixels`), at least 1 so that every request has a share."""
+    return max(1, pyramid.pyramid_pixels(height, width, min_face_size, SCALE_FACTOR))
 
 
 def total_cost(requests: Sequence[DetectRequest]) -> int:
@@ -103,11 +96,6 @@ class DetectorPool:
         results: list[Detections | InvalidImageError | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for position, request in enumerate(requests):
-            try:
-                as_rgb_uint8(request.image)  # cheap shape checks: a bad image never joins a group
-            except InvalidImageError as exc:
-                results[position] = exc
-                continue
             groups.setdefault(request.parameters, []).append(position)
         for positions in groups.values():
             detector = self.detector(requests[positions[0]].min_face_size)
@@ -115,7 +103,8 @@ class DetectorPool:
             try:
                 found = detector.detect(images)
             except InvalidImageError:
-                # One bad image must not fail its neighbours: retry one by one to find it.
+                # The detector checks its images before any work; one bad image must not fail its
+                # neighbours: retry one by one to find it.
                 found = [_detect_one(detector, image) for image in images]
             for position, detections in zip(positions, found):
                 results[position] = detections

@@ -39,7 +39,6 @@ from raydetect.online.http_errors import RequestRejected, ServiceUnavailable
 from raydetect.online.image_uploads import IMAGE_MEDIA_TYPES, decode_image
 from raydetect.online.http_params import parse_detect_params, parse_video_params
 from raydetect.online.video_uploads import VIDEO_MEDIA_TYPES, UploadedClip
-from raydetect.core.image_checks import as_rgb_uint8
 from raydetect.core.results import Detections
 from raydetect.core.tracking import FaceTracker
 from raydetect.online.options import RequestLimits
@@ -105,7 +104,6 @@ def create_api(
             request, limit=limits.max_image_bytes, field="image", accepted_types=IMAGE_MEDIA_TYPES, what="image"
         )
         image = await asyncio.to_thread(decode_image, data, limits.max_image_pixels)
-        _check_detector_limits(image)
         detections = await _detect(detector, image, params.min_face_size)
         body = {"width": int(image.shape[1]), "height": int(image.shape[0]), **detections.to_dict()}
         if params.crops and len(detections):
@@ -134,14 +132,6 @@ def create_api(
         )
 
     return app
-
-
-def _check_detector_limits(image: np.ndarray) -> None:
-    """400 for an image the detector would refuse (under 12 px a side, ...), before it travels."""
-    try:
-        as_rgb_uint8(image)
-    except InvalidImageError as exc:
-        raise RequestRejected(400, f"image refused by the detector: {str(exc).removeprefix('image 0: ')}") from None
 
 
 async def _detect(detector: DetectorClient, image: np.ndarray, min_face_size: int) -> Detections:

@@ -10,12 +10,16 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+from raydetect.core.image_checks import MAX_SIDE
+from raydetect.mtcnn.defaults import MIN_FACE_SIZE
 from raydetect.online.http_errors import RequestRejected
 
-# min_face_size below 10 px upscales the frame more than 1.2x for P-Net (cost grows as
-# (12 / min_face_size)^2) and the MTCNN weights were never trained for it.
-MIN_FACE_SIZE_RANGE = (10, 4096)
-DEFAULT_MIN_FACE_SIZE = 20
+# Stricter than the library (any min_face_size >= 1): below 10 px P-Net sees the frame upscaled
+# more than 1.2x (cost grows as (12 / min_face_size)^2), and the MTCNN weights were never trained
+# for it; a public endpoint should not let one request cost that much. Above the detector's
+# largest image side no face can be found.
+MIN_FACE_SIZE_RANGE = (10, MAX_SIDE)
+DEFAULT_MIN_FACE_SIZE = int(MIN_FACE_SIZE)  # the query takes whole pixels
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
@@ -38,7 +42,7 @@ class VideoParams:
 
 
 def parse_detect_params(query: Iterable[tuple[str, str]]) -> DetectParams:
-    """``min_face_size`` (int, default 20) and ``crops`` (bool, default false)."""
+    """``min_face_size`` (int, default :data:`DEFAULT_MIN_FACE_SIZE`) and ``crops`` (bool, default false)."""
     values = _single_values(query, ("min_face_size", "crops"))
     return DetectParams(
         min_face_size=_parse_min_face_size(values.get("min_face_size")),

@@ -4,9 +4,13 @@ The size is read from the file header before any pixel is decoded, so a small fi
 declares a huge canvas (a decompression bomb) is refused at the cost of a few bytes read.
 Only the formats below are decoded; everything else is refused with a message naming it.
 
+The header's size is also checked against the detector's own size rules
+(:func:`raydetect.core.image_checks.check_size`), so an image the detector would refuse is
+never decoded.
+
 Every refusal raises :class:`RequestRejected` carrying the HTTP status to answer with:
-400 for bytes that are not a readable image, 413 for an image over the pixel limit,
-415 for a recognised but unsupported format.
+400 for bytes that are not a readable image or an image the detector refuses, 413 for an
+image over the pixel limit, 415 for a recognised but unsupported format.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raydetect.core.image_checks import check_size
+from raydetect.errors import InvalidImageError
 from raydetect.online.http_errors import RequestRejected
 
 # Media types accepted for an image body, and the format each one names.
@@ -113,6 +119,10 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             f"image is {header.width}x{header.height} ({header.pixels / 1e6:.1f} megapixels); "
             f"the limit is {max_pixels / 1e6:g} megapixels",
         )
+    try:
+        check_size(header.height, header.width)
+    except InvalidImageError as exc:
+        raise RequestRejected(400, f"image refused by the detector: {str(exc).removeprefix('image: ')}") from None
     import cv2  # deferred: header checks need no OpenCV
 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)

@@ -16,6 +16,8 @@ import math
 import typing
 from dataclasses import dataclass, field
 
+from raydetect.core.image_checks import MAX_PIXELS
+
 MIB = 2**20
 TOKEN_ENV = "RAYDETECT_API_TOKEN"
 # Default batch budget of a GPU replica, as in cluster/serve.yaml: about 20 frames of 1920x1080
@@ -30,9 +32,9 @@ class BatchingConfig:
     Attributes:
         max_batch_pixels: budget of one batch in P-Net pixels: the sum over requests of the
             pixels of every pyramid level (about ``2 * H * W * (12 / min_face_size)^2`` each).
-            A request larger than the budget runs alone. The default suits CPU replicas:
-            there, larger batches measured slower per image (docs/benchmarks.md, "Serve");
-            GPU replicas take far more (:data:`GPU_BATCH_PIXELS`).
+            A request larger than the budget runs alone. The default is the size of the CPU
+            detector's own passes (:class:`raydetect.core.batching.WorkBudget`); docs/benchmarks.md
+            (Serve) compares budgets. GPU replicas take far more (:data:`GPU_BATCH_PIXELS`).
         batch_wait_timeout_s: how long the first request of a batch waits for others, seconds.
             0 by default: batches still form under load, from the requests that queue while the
             detector is busy (see :mod:`raydetect.online.batch_merger`), and a lone request waits for
@@ -65,6 +67,9 @@ class RequestLimits:
     Attributes:
         max_image_bytes: body size of ``POST /detect``.
         max_image_megapixels: width * height of an image, read from its header before decoding.
+            At most the detector's own limit (:data:`raydetect.core.image_checks.MAX_PIXELS`);
+            lower by default because the ingress decodes every upload in memory (3 bytes a pixel)
+            and sends it on to a detector replica.
         max_video_bytes: body size of ``POST /detect/video``.
         max_video_frames: frames a clip may have (decoding stops there whatever the header says).
         max_video_megapixels: width * height of one video frame.
@@ -89,7 +94,9 @@ class RequestLimits:
             _require(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         for name in ("max_image_megapixels", "max_video_megapixels"):
             value = getattr(self, name)
-            _require(_is_number(value) and value > 0, f"{name} must be a positive number, got {value!r}")
+            _require(_is_number(value) and 0 < value <= MAX_PIXELS / 1e6,
+                     f"{name} must be positive and at most the detector's {MAX_PIXELS / 1e6:g} megapixels, "
+                     f"got {value!r}")
         _require(_is_number(self.crop_margin) and 0 <= self.crop_margin <= 4,
                  f"crop_margin must be in [0, 4], got {self.crop_margin!r}")
 

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from raydetect.mtcnn.defaults import MIN_FACE_SIZE, SCALE_FACTOR, THRESHOLDS
 from raydetect.tuning.pyramid_plan import PyramidPlan, plan_pyramid
 
 CACHE_ENV = "RAYDETECT_CACHE_DIR"
@@ -38,8 +39,8 @@ CACHE_ENV = "RAYDETECT_CACHE_DIR"
 CALIBRATION_VERSION = 5
 # Frame sizes (height, width) of the uniform P-Net-only frames.
 UNIFORM_SIZES = ((360, 640), (540, 960), (720, 1280), (1080, 1920))
-CALIBRATION_MIN_FACE = 20
-CALIBRATION_SCALE_FACTOR = 0.709
+CALIBRATION_MIN_FACE = MIN_FACE_SIZE
+CALIBRATION_SCALE_FACTOR = SCALE_FACTOR
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ def measure_calibration(
 
     options = dict(min_face_size=CALIBRATION_MIN_FACE, scale_factor=CALIBRATION_SCALE_FACTOR, device=device)
     detector = FaceDetector(**options)
-    strict = FaceDetector(thresholds=(0.6, 0.95, 0.7), **options)
+    # The default thresholds with a stricter R-Net: fewer O-Net candidates on the same frames.
+    strict = FaceDetector(thresholds=(THRESHOLDS[0], 0.95, THRESHOLDS[2]), **options)
     jobs = [
         (f"uniform {width}x{height}", detector, np.full((height, width, 3), 128, np.uint8))
         for height, width in uniform_sizes

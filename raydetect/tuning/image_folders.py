@@ -1,9 +1,9 @@
-"""Image files on local disk: finding them and reading them as RGB arrays."""
+"""Image files on local disk: recognising them by extension, reading and writing them as RGB arrays."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -45,28 +45,6 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         raise ImageFileError(f"cannot encode an image as {path.suffix!r} for {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     encoded.tofile(path)
-
-
-def list_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files among ``paths``, folders searched recursively, sorted within each folder.
-
-    Raises:
-        ImageFileError: a path does not exist, a file is not an image, or a folder holds none.
-    """
-    found: list[Path] = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            images = sorted(p for p in entry.rglob("*") if p.is_file() and is_image_path(p))
-            if not images:
-                raise ImageFileError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {entry}")
-            found.extend(images)
-        elif entry.is_file():
-            if not is_image_path(entry):
-                raise ImageFileError(f"{entry}: not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})")
-            found.append(entry)
-        else:
-            raise ImageFileError(f"not found: {entry}")
-    return found
 
 
 class LazyImages(Mapping):

@@ -1,9 +1,7 @@
 """What a frame will cost P-Net before anything runs: pyramid scales, pixels and multiply-adds.
 
-The pyramid follows the MTCNN reference exactly (see docs/accuracy.md and the design guide):
-``m = 12 / min_face_size``; scales ``m * f**k`` (computed by repeated multiplication, as the
-reference does, so boundary cases round the same way) while ``min(h, w) * m * f**k >= 12``;
-each level is ``(int(h * s + 1), int(w * s + 1))`` pixels.
+The pyramid's scales and level sizes come from :mod:`raydetect.mtcnn.pyramid`, the same
+functions the cascade runs, so the plan cannot drift from what the detector does.
 
 Multiply-adds are counted from the layer shapes of the networks in :mod:`raydetect.mtcnn.nets`
 (convolutions and dense layers; activations, pooling and softmax are not multiply-adds), so
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from raydetect.mtcnn import pyramid
+from raydetect.mtcnn.defaults import MIN_FACE_SIZE, SCALE_FACTOR
 from raydetect.mtcnn.pyramid import PNET_WINDOW
 
 
@@ -77,26 +76,20 @@ class PyramidPlan:
         """12x12 windows P-Net scores per frame (all levels)."""
         return sum(level.windows for level in self.levels)
 
-    @property
-    def largest_face(self) -> float:
-        """The largest face the coarsest level still sees whole, in frame pixels (0 without levels)."""
-        return self.levels[-1].smallest_face if self.levels else 0.0
 
-
-def pyramid_scales(height: int, width: int, min_face_size: float, scale_factor: float = 0.709) -> list[float]:
-    """Scales of the pyramid, largest first, as the reference MTCNN computes them.
+def plan_pyramid(
+    height: int, width: int, min_face_size: float = MIN_FACE_SIZE, scale_factor: float = SCALE_FACTOR
+) -> PyramidPlan:
+    """The pyramid levels of an ``height`` x ``width`` frame and P-Net's multiply-adds on each.
 
     Raises:
-        ValueError: non-positive sizes, or a scale factor outside (0, 1).
+        ValueError: a non-positive frame size, or options the detector would refuse.
     """
-    _check_options(height, width, min_face_size, scale_factor)
-    return pyramid.pyramid_scales(height, width, min_face_size, scale_factor)
-
-
-def plan_pyramid(height: int, width: int, min_face_size: float = 20, scale_factor: float = 0.709) -> PyramidPlan:
-    """The pyramid levels of an ``height`` x ``width`` frame and P-Net's multiply-adds on each."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    pyramid.check_pyramid_options(min_face_size, scale_factor)
     levels = []
-    for scale in pyramid_scales(height, width, min_face_size, scale_factor):
+    for scale in pyramid.pyramid_scales(height, width, min_face_size, scale_factor):
         level_h, level_w = pyramid.level_size(height, width, scale)
         out_h, out_w = pnet_output_size(level_h, level_w)
         levels.append(PyramidLevel(scale, level_h, level_w, out_h, out_w, pnet_macs(level_h, level_w)))
@@ -185,11 +178,3 @@ def _pool_size(size: int, pool) -> int:
         out -= 1  # the last window must start inside the input
     return max(out, 0)
 
-
-def _check_options(height: int, width: int, min_face_size: float, scale_factor: float) -> None:
-    if height <= 0 or width <= 0:
-        raise ValueError(f"frame size must be positive, got {width}x{height}")
-    if not min_face_size > 0:
-        raise ValueError(f"min_face_size must be positive, got {min_face_size}")
-    if not 0 < scale_factor < 1:
-        raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
