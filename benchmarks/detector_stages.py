@@ -163,8 +163,7 @@ def main() -> int:
             values = [run[part] * 1000 for run in runs]
             median = statistics.median(values)
             work = gmacs.get(part) if part in gmacs else (sum(gmacs.values()) if part == "whole detect call" else None)
-            achieved = (f"| {work:.3f} | {work / median * 1000:.1f} | {work / median * 1000 / rate:.0%} |" if work
-                        else "| | | |")
+            achieved = f"| {work:.3f} | {work / median * 1000:.1f} | {work / median * 1000 / rate:.0%} |" if work else "| | | |"
             print(f"| {part.replace('  ', '- ')} | {min(values):.1f} | {median:.1f} {achieved}")
         print()
     return 0

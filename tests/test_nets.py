@@ -37,27 +37,3 @@ def test_flatten_does_not_depend_on_memory_layout():
 
 def test_normalize_maps_pixels_to_unit_range():
     assert normalize(torch.tensor([0.0, 127.5, 255.0])).tolist() == [-127.5 / 128, 0.0, 127.5 / 128]
-
-
-def test_rnet_widened_to_32_channels_gives_the_narrow_networks_numbers():
-    from raydetect.mtcnn.weights import load_networks
-
-    _, rnet, _ = load_networks()
-    rnet = rnet.to(memory_format=torch.channels_last)
-    crops = (torch.rand(97, 3, 24, 24, generator=torch.Generator().manual_seed(3)) * 2 - 1)
-    crops = crops.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        assert rnet._widens(crops)
-        wide = rnet(crops)
-        rnet.wide_channels = None
-        assert not rnet._widens(crops)
-        narrow = rnet(crops)
-    for w, n in zip(wide, narrow):
-        torch.testing.assert_close(w, n, rtol=1e-6, atol=1e-6)
-
-
-def test_rnet_widens_only_in_float32_on_the_cpu():
-    rnet = RNet()
-    assert not rnet._widens(torch.zeros(1, 3, 24, 24, dtype=torch.bfloat16))
-    rnet.conv_dtype = torch.bfloat16
-    assert not rnet._widens(torch.zeros(1, 3, 24, 24))

@@ -8,7 +8,6 @@ loads with ``strict=True``. All three expect input normalised by
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from raydetect.mtcnn import layers
@@ -94,12 +93,6 @@ class RNet(nn.Module):
     # dtype of every layer before the dense layers (None: the input's); see layers.conv2d.
     conv_dtype: torch.dtype | None = None
 
-    # In float32 on the CPU the first layer runs with this many channels instead of 28: the extra filters are
-    # zero, so their PReLU and pooling give zeros, and the second convolution's weights on them are zero. The
-    # same numbers, but the second convolution's input channels fill whole vector blocks of 8 (AVX2) or 16
-    # (AVX-512), which oneDNN's kernels run much faster (docs/benchmarks.md, "float32 on AVX2"). None: 28.
-    wide_channels: int | None = 32
-
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
@@ -116,31 +109,12 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._widens(x):
-            conv1_weight, conv1_bias, prelu1_weight, conv2_weight = self._widened_front()
-            x = layers.prelu(F.conv2d(x, conv1_weight, conv1_bias), prelu1_weight)
-            x = layers.max_pool(x, self.pool1.kernel_size)
-            x = layers.prelu(F.conv2d(x, conv2_weight, self.conv2.bias), self.prelu2.weight)
-        else:
-            x = layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, self.conv_dtype), self.pool1.kernel_size)
-            x = _conv_prelu(self.conv2, self.prelu2, x, self.conv_dtype)
-        x = layers.max_pool(x, self.pool2.kernel_size)
+        x = layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, self.conv_dtype), self.pool1.kernel_size)
+        x = layers.max_pool(_conv_prelu(self.conv2, self.prelu2, x, self.conv_dtype), self.pool2.kernel_size)
         x = _conv_prelu(self.conv3, self.prelu3, x, self.conv_dtype)
         x = self.prelu4(self.dense4(_flatten_whc(x).float()))
         face_prob = torch.softmax(self.dense5_1(x), dim=1)[:, 1]
         return face_prob, self.dense5_2(x)
-
-    def _widens(self, x: torch.Tensor) -> bool:
-        return (self.wide_channels is not None and x.device.type == "cpu" and x.dtype == torch.float32
-                and self.conv_dtype in (None, torch.float32) and not torch.is_autocast_enabled("cpu"))
-
-    def _widened_front(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """conv1's weight (W, 3, 3, 3) and bias (W,), prelu1's slopes (W,) and conv2's weight (48, W, 3, 3),
-        W = wide_channels, the extra channels zero. Rebuilt per call: a few kilobytes."""
-        extra = self.wide_channels - self.conv1.out_channels
-        conv1_weight = F.pad(self.conv1.weight, (0, 0, 0, 0, 0, 0, 0, extra))
-        conv2_weight = F.pad(self.conv2.weight, (0, 0, 0, 0, 0, extra))
-        return conv1_weight, F.pad(self.conv1.bias, (0, extra)), F.pad(self.prelu1.weight, (0, extra)), conv2_weight
 
 
 class ONet(nn.Module):
