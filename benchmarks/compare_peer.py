@@ -4,7 +4,7 @@ Both run the same weights on byte-identical RGB inputs (``benchmarks/media_input
 own environment (``benchmarks/peer/run_peer.py``, never a project dependency); its detections are cached as
 JSON lines under ``--peer-dir`` and produced on demand with ``--peer-python`` when missing.
 
-Per set of media (the issue's requirement 4):
+Per set of media (the agreement criteria):
   - recall vs peer: share of the peer's faces with score >= 0.95 that ours found at IoU >= 0.7;
   - confirmed by peer: share of our faces with score >= 0.95 that the peer found at IoU >= 0.7;
   - landmarks: per matched pair (peer score >= 0.95), mean distance of the 5 points divided by the peer box

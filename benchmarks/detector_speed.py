@@ -1,6 +1,6 @@
 """Detector speed against the peer MTCNN (facenet-pytorch 2.6.0, same weights), side by side in one run.
 
-The issue's requirement 5: on this CPU, torch threads = 2, the same decoded frames for both,
+On the CPU, torch threads = 2 (``--threads``), the same decoded frames for both:
   - ``street720``: frames of ``videos/street_crowd_1080p.mp4`` resized to 1280x720 (INTER_AREA), min_face_size 20;
   - ``crowd17``: ``crowds/ultralight_imgs_17.jpg`` (1600x898, ~300 faces), min_face_size 20.
 
