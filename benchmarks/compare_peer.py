@@ -36,8 +36,6 @@ import media_inputs  # noqa: E402  (numpy + OpenCV only; shared with the peer en
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_RUNNER = REPO_ROOT / "benchmarks" / "peer" / "run_peer.py"
-DEFAULT_PEER_PYTHON = Path("/work/peer-venv/bin/python")
-DEFAULT_PEER_DIR = Path("/work/notes/peer")
 
 SCORE_CUT = 0.95
 IOU_CUT = 0.7
@@ -90,13 +88,13 @@ def read_jsonl(path: Path) -> dict[str, dict]:
         return {record["image"]: record for record in map(json.loads, filter(str.strip, handle))}
 
 
-def ensure_peer_reference(media_set: MediaSet, peer_dir: Path, peer_python: Path, data_root: Path,
+def ensure_peer_reference(media_set: MediaSet, peer_dir: Path, peer_python: Path | None, data_root: Path,
                           refresh: bool) -> Path:
     """Path of the peer's JSONL for the set; runs the peer in its own environment when missing."""
     path = peer_dir / media_set.reference_name
     if path.exists() and not refresh:
         return path
-    if not peer_python.exists():
+    if peer_python is None or not peer_python.exists():
         raise FileNotFoundError(f"no peer reference {path} and no peer interpreter at {peer_python}")
     peer_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
@@ -323,8 +321,10 @@ def print_disagreements(name: str, result: dict, limit: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma list of {', '.join(SETS)}")
-    parser.add_argument("--peer-dir", type=Path, default=DEFAULT_PEER_DIR, help="cached peer JSONL files")
-    parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
+    parser.add_argument("--peer-dir", type=Path, required=True, help="folder of the cached peer JSONL files")
+    parser.add_argument("--peer-python", type=Path, default=media_inputs.peer_python_from_env(),
+                        help=f"the peer environment's python, to build missing references "
+                             f"(default: ${media_inputs.PEER_PYTHON_ENV})")
     parser.add_argument("--refresh-peer", action="store_true", help="rerun the peer even when cached")
     parser.add_argument("--peer-only", action="store_true", help="only build the peer references")
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())

@@ -1,6 +1,6 @@
 """Detector speed against the peer MTCNN (facenet-pytorch 2.6.0, same weights), side by side in one run.
 
-The speed targets (3x on street720, 2.5x on crowd17): on this CPU, torch threads = 2, the same decoded frames for both,
+On the CPU, torch threads = 2 (``--threads``), the same decoded frames for both:
   - ``street720``: frames of ``videos/street_crowd_1080p.mp4`` resized to 1280x720 (INTER_AREA), min_face_size 20;
   - ``crowd17``: ``crowds/ultralight_imgs_17.jpg`` (1600x898, ~300 faces), min_face_size 20.
 
@@ -40,7 +40,6 @@ import media_inputs  # noqa: E402  (numpy + OpenCV only; shared with the peer en
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_RUNNER = REPO_ROOT / "benchmarks" / "peer" / "run_peer.py"
-DEFAULT_PEER_PYTHON = Path("/work/peer-venv/bin/python")
 MIN_FACE_SIZE = 20
 
 
@@ -247,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="ours with FaceDetector(compile=True)")
     parser.add_argument("--cpu-streams", type=int, default=2,
                         help="ours with FaceDetector(cpu_streams=N) (default 2, the detector's; 1: one thread's work)")
-    parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
+    parser.add_argument("--peer-python", type=Path, default=media_inputs.peer_python_from_env(),
+                        help=f"the peer environment's python (default: ${media_inputs.PEER_PYTHON_ENV})")
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
     parser.add_argument("--output", type=Path, help="JSON with every round's figures")
     parser.add_argument("--max-busy", type=float, default=None,
@@ -259,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",") if b})
     if not batch_sizes or batch_sizes[0] < 1:
         parser.error("--batch-sizes needs positive integers")
-    if not args.peer_python.exists():
-        parser.error(f"peer interpreter not found: {args.peer_python}")
+    media_inputs.check_peer_python(parser, args.peer_python)
 
     import torch
     from raydetect import FaceDetector

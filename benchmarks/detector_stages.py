@@ -8,9 +8,16 @@ run as ``detect`` runs them, in ``cpu_streams`` streams side by side; the parts 
 alone on all torch threads, so with two streams a stage takes less than its parts. Minimum and median over
 the repeats, in milliseconds of wall time.
 
+Each stage's multiply-adds (``raydetect.tuning.pyramid_plan``: P-Net over every level, R-Net and O-Net per
+candidate) over its median time give its achieved GMAC/s, printed beside the machine's convolution rate: a 3x3
+convolution of P-Net's third layer on a 720p frame's first pyramid level (16 to 32 channels, channels-last,
+float32), run the way the stages run (``cpu_streams`` threads side by side, each on its share of the torch
+threads), best of the repeats. The ratio is how close a stage comes to the floor its arithmetic sets.
+
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/detector_stages.py
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/detector_stages.py --repeats 9 --compile
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/detector_stages.py --cpu-streams 1
+    .venv/bin/python benchmarks/detector_stages.py --data-root ../shared/data     # OpenMP's default wait policy
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from raydetect.mtcnn.cascade import _crop_candidates, _forward, finish, propose,
 from raydetect.mtcnn.nets import ONET_INPUT_SIZE, RNET_INPUT_SIZE  # noqa: E402
 from raydetect.mtcnn.pyramid import level_sizes  # noqa: E402
 from raydetect.mtcnn.resample import SummedAreaTables  # noqa: E402
+from raydetect.mtcnn.streams import Streams  # noqa: E402
+from raydetect.tuning.pyramid_plan import crop_network_macs, pnet_macs  # noqa: E402
 
 WORKLOADS = {
     "street720": "videos/street_crowd_1080p.mp4@frames=0,resize=1280x720",
@@ -52,6 +61,39 @@ def _crops_and_passes(net, crops_of, count: int, chunk: int, dtype) -> tuple[flo
         cutting += seconds
         passes += _timed(lambda: _forward(net, crops, dtype))[1]
     return cutting, passes
+
+
+# P-Net's third convolution on a 1280x720 frame's first pyramid level (min_face_size 20): the conv-rate probe.
+PROBE_INPUT = (1, 16, 214, 382)
+PROBE_WEIGHT = (32, 16, 3, 3)
+
+
+def conv_rate(streams: Streams, repeats: int) -> float:
+    """GMAC/s of the probe convolution, ``streams.count`` copies side by side (best of ``repeats``)."""
+    x = torch.randn(PROBE_INPUT).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(PROBE_WEIGHT), torch.randn(PROBE_WEIGHT[0])
+    out_h, out_w = PROBE_INPUT[2] - 2, PROBE_INPUT[3] - 2
+    macs = out_h * out_w * PROBE_WEIGHT[0] * PROBE_WEIGHT[1] * 9 * streams.count
+    best = float("inf")
+    with torch.inference_mode(), streams.running():
+        for _ in range(repeats + 2):  # two untimed: oneDNN builds its kernel on the first call
+            started = time.perf_counter()
+            streams.map(lambda _: torch.nn.functional.conv2d(x, weight, bias), range(streams.count))
+            best = min(best, time.perf_counter() - started)
+    return macs / best / 1e9
+
+
+def stage_gmacs(image: torch.Tensor, detector: FaceDetector, stats: dict) -> dict[str, float]:
+    """Multiply-adds of each stage for one image, in GMAC (from the layer shapes and the stage counts)."""
+    config = detector.config
+    height, width = image.shape[:2]
+    levels = [box_ops.level_size(height, width, s)
+              for s in box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor)]
+    return {
+        "propose (P-Net stage)": sum(pnet_macs(h, w) for h, w in levels) / 1e9,
+        "refine (R-Net stage)": stats["rnet_candidates"] * crop_network_macs("rnet") / 1e9,
+        "finish (O-Net stage)": stats["onet_candidates"] * crop_network_macs("onet") / 1e9,
+    }
 
 
 def measure(detector: FaceDetector, image: torch.Tensor) -> dict[str, float]:
@@ -99,9 +141,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     detector = FaceDetector(min_face_size=20, device="cpu", compile=args.compile, precision=args.precision,
                             cpu_streams=args.cpu_streams)
+    rate = conv_rate(detector.streams(), args.repeats)
     print(f"torch threads {args.threads}, {detector.precision}, {'compiled' if detector.compiled else 'eager'}, "
           f"cpu_streams {args.cpu_streams}, "
           f"{args.repeats} repeats: ms, min / median\n")
+    print(f"convolution rate (3x3, {PROBE_INPUT[1]} to {PROBE_WEIGHT[0]} channels, {PROBE_INPUT[2]}x{PROBE_INPUT[3]}, "
+          f"as the stages run it): {rate:.1f} GMAC/s\n")
     for name, spec in WORKLOADS.items():
         (_, rgb), = media_inputs.load_all([spec], args.data_root)
         image = torch.from_numpy(rgb)
@@ -111,10 +156,15 @@ def main() -> int:
         stats = detector.last_stats
         print(f"**{name}** ({image.shape[1]}x{image.shape[0]}, {stats['pnet_pixels']:,} pyramid pixels, "
               f"{stats['rnet_candidates']:,} R-Net / {stats['onet_candidates']:,} O-Net candidates)\n")
-        print("| part | min ms | median ms |\n|---|---:|---:|")
+        gmacs = stage_gmacs(image, detector, stats)
+        print("| part | min ms | median ms | GMAC | GMAC/s (median) | share of the convolution rate |\n"
+              "|---|---:|---:|---:|---:|---:|")
         for part in runs[0]:
             values = [run[part] * 1000 for run in runs]
-            print(f"| {part.replace('  ', '- ')} | {min(values):.1f} | {statistics.median(values):.1f} |")
+            median = statistics.median(values)
+            work = gmacs.get(part) if part in gmacs else (sum(gmacs.values()) if part == "whole detect call" else None)
+            achieved = f"| {work:.3f} | {work / median * 1000:.1f} | {work / median * 1000 / rate:.0%} |" if work else "| | | |"
+            print(f"| {part.replace('  ', '- ')} | {min(values):.1f} | {median:.1f} {achieved}")
         print()
     return 0
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media_inputs  # noqa: E402  (numpy + OpenCV only; shared with the peer environment)
-from detector_speed import DEFAULT_PEER_PYTHON, MIN_FACE_SIZE, PeerWorker, _cpu_name  # noqa: E402
+from detector_speed import MIN_FACE_SIZE, PeerWorker, _cpu_name  # noqa: E402
 
 # From 0 to 312 faces at min_face_size 20 (counts from the agreement runs), native sizes 0.2 to 3.1 Mpx.
 DEFAULT_INPUTS = (
@@ -164,14 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto", help="FaceDetector precision: auto, float32, bfloat16")
-    parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON)
+    parser.add_argument("--peer-python", type=Path, default=media_inputs.peer_python_from_env(),
+                        help=f"the peer environment's python (default: ${media_inputs.PEER_PYTHON_ENV})")
     parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
     parser.add_argument("--output", type=Path, help="JSON with every round's figures")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if not args.peer_python.exists():
-        parser.error(f"peer interpreter not found: {args.peer_python}")
+    media_inputs.check_peer_python(parser, args.peer_python)
 
     revision = source_revision()  # before the run: what is imported is what is measured
     import torch

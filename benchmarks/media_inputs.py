@@ -232,3 +232,22 @@ def load_all(specs: Sequence[str], data_root: Path = DEFAULT_DATA_ROOT,
 def data_root_from_env() -> Path:
     """``RAYDETECT_DATA_ROOT`` when set, else ``../shared/data`` next to the repository."""
     return Path(os.environ.get("RAYDETECT_DATA_ROOT", DEFAULT_DATA_ROOT))
+
+
+PEER_PYTHON_ENV = "RAYDETECT_PEER_PYTHON"
+
+
+def peer_python_from_env() -> Path | None:
+    """The peer environment's interpreter named by ``RAYDETECT_PEER_PYTHON``, else None (then pass
+    ``--peer-python``)."""
+    value = os.environ.get(PEER_PYTHON_ENV)
+    return Path(value) if value else None
+
+
+def check_peer_python(parser, peer_python: Path | None) -> None:
+    """Stop ``parser`` with a clear message unless ``peer_python`` names an existing interpreter."""
+    if peer_python is None:
+        parser.error(f"the peer's interpreter is needed: pass --peer-python PATH or set {PEER_PYTHON_ENV} "
+                     "(how to install the peer environment: docs/benchmarks.md)")
+    if not peer_python.exists():
+        parser.error(f"peer interpreter not found: {peer_python}")

@@ -109,3 +109,35 @@ def test_pointwise_conv_in_bfloat16_rounds_the_weights_and_stays_in_it():
     out = layers.pointwise_conv(x, weight, bias)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, F.conv2d(x, weight.bfloat16(), bias.bfloat16()))
+
+
+def test_the_private_onednn_convolution_is_present_in_the_tested_torch():
+    # pointwise_conv's fast path; if a torch release renames it, this fails while the fallback keeps working.
+    assert layers._onednn_convolution is not None
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["private-onednn-op", "public-fallback"])
+def test_pointwise_conv_equals_aten_with_and_without_the_private_operator(monkeypatch, onednn):
+    calls = []
+    private = layers._onednn_convolution
+
+    def recorded(*args):
+        calls.append(args)
+        return private(*args)
+
+    monkeypatch.setattr(layers, "_onednn_convolution", recorded if onednn else None)
+    x = _features((2, 32, 11, 17), 10)
+    weight, bias = torch.randn(6, 32, 1, 1), torch.randn(6)
+    out = layers.pointwise_conv(x, weight, bias)
+    assert len(calls) == (1 if onednn else 0)
+    assert out.shape == (2, 6, 11, 17) and out.dtype == torch.float32
+    torch.testing.assert_close(out, F.conv2d(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_a_torch_without_the_private_operator_is_detected(monkeypatch):
+    class OpsWithoutIt:
+        def __getattr__(self, name):
+            raise AttributeError(f"'_OpNamespace' 'aten' object has no attribute '{name}'")
+
+    monkeypatch.setattr(torch.ops, "aten", OpsWithoutIt())
+    assert layers._find_onednn_convolution() is None

@@ -2,8 +2,7 @@
 
 Runs ONLY with the peer environment's interpreter (never a project dependency), e.g.
 
-    /work/peer-venv/bin/python benchmarks/peer/run_peer.py --min-face-size 20 \
-        --output /work/notes/peer/photos_m20.jsonl photos
+    PEER_VENV/bin/python benchmarks/peer/run_peer.py --min-face-size 20 --output peer/photos_m20.jsonl photos
 
 Inputs are listed and decoded by ``benchmarks/media_inputs.py`` (OpenCV decode, BGR -> RGB, optional
 ``--resize WxH`` with INTER_AREA), the same code path the project's side uses. One line per input:

@@ -1,21 +1,14 @@
 """The networks' layers on channels-last CPU tensors: PReLU, max pooling, and convolutions in a
 chosen precision.
 
-ATen's elementwise kernels vectorise along the innermost dimension, which for a
-channels-last (N, C, H, W) tensor is C. P-Net's first layer has 10 channels: an inner
-loop shorter than one AVX-512 register, so ATen's PReLU runs it almost scalar: 3.6 ms on
-one thread for a 720p frame's first pyramid level, where the same kernel takes 0.13 ms
-over the next layer's 16 channels at a quarter of the pixels. ``prelu`` and ``max_pool`` give
-exactly ATen's numbers but arrange the work in long contiguous runs: PReLU over rows of
-several pixels (that level: 1.0 ms), pooling as two strided maxima. Inside the network,
-on that level, the stem (convolution, PReLU, pooling) went from 8.3 to 6.2 ms on one
-thread and from 4.3 to 3.0 ms on two. For R-Net's and O-Net's 3x3 pools the gain is in
-not writing what ATen's ``max_pool2d`` also writes, an int64 index per output: R-Net's
-first pool over 278 crops took 2.5 instead of 3.6 ms on one thread (all one-off
-measurements). Other layouts fall back to ATen, and so does code being compiled by
-``torch.compile``: inductor fuses the plain operations itself, and the row folding below
-would make it recompile for every pyramid level. ``conv2d`` and ``pointwise_conv`` run
-convolutions in the networks' ``conv_dtype`` (bfloat16 on CPUs with bfloat16 dot products).
+ATen's elementwise CPU kernels vectorise along the innermost dimension, which for a
+channels-last (N, C, H, W) tensor is C: over P-Net's 10 channels the inner loop is shorter
+than one vector register. ``prelu`` and ``max_pool`` give exactly ATen's numbers but arrange
+the work in long contiguous runs (PReLU over rows of several pixels, pooling as two strided
+maxima that also skip the int64 indices ATen's ``max_pool2d`` writes). Other layouts, and code
+being compiled by ``torch.compile`` (inductor fuses these itself), fall back to ATen.
+``conv2d`` and ``pointwise_conv`` run convolutions in the networks' ``conv_dtype``.
+Timings behind these choices: docs/benchmarks.md, "Layer kernels".
 """
 
 from __future__ import annotations
@@ -26,13 +19,11 @@ import torch
 import torch.nn.functional as F
 
 # PReLU folds k consecutive pixels into one row of k * C values, k the largest divisor of the
-# pixel count in this range: 16 pixels of P-Net's 10 channels make 160 floats, ten AVX-512 registers.
+# pixel count in this range: 16 pixels of P-Net's 10 channels make 160 floats.
 _MAX_PIXELS_PER_ROW = 16
 _MIN_PIXELS_PER_ROW = 4
-# In float32, ATen's own kernel is as fast or faster from 16 channels on (one-off timings on one thread: 0.55
-# against 0.96 ms over P-Net's 32-channel third layer on a 720p frame's first level, 0.85 against 1.29 ms over
-# R-Net's 28-channel first layer on 278 crops). In bfloat16 it is slow at every width (8.5 against 0.4 ms over
-# P-Net's 16-channel second layer, 2.5 against 0.4 ms over R-Net's 48-channel one), so bfloat16 always folds.
+# In float32 ATen's own kernel is as fast or faster from 16 channels on; in bfloat16 it is slow at every
+# width, so bfloat16 always folds.
 _FOLD_BELOW_CHANNELS = 16
 
 
@@ -75,10 +66,9 @@ def _pixels_per_row(pixels: int) -> int:
 def conv2d(conv: torch.nn.Conv2d, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``conv(x)`` in ``dtype``: input and parameters rounded to it, the output left in it.
 
-    On CPUs with bfloat16 dot products the networks run their inner layers this way in
-    bfloat16, the convolutions about twice as fast as in float32 (``mkldnn`` takes and
-    gives bfloat16), and PReLU and pooling in between stay in bfloat16 too, so that
-    nothing converts back and forth between layers. None keeps x's dtype.
+    None keeps x's dtype. On CPUs with bfloat16 dot products the networks' inner layers run
+    this way in bfloat16, with PReLU and pooling in between staying in it, so that nothing
+    converts back and forth between layers.
     """
     if dtype is None or dtype == x.dtype and conv.weight.dtype == dtype:
         return conv(x)
@@ -95,17 +85,28 @@ def pointwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) ->
     Returns:
         (N, O, H, W) in x's dtype.
 
-    On the CPU, ATen sends a float32 1x1 convolution of fewer than 16 images on one
-    thread, which is what a stream runs, to its slower non-oneDNN kernel: 2.2 ms for the
-    heads of a 720p frame's first pyramid level against 1.7 ms through oneDNN directly
-    (one-off timings, one thread). bfloat16 always goes through oneDNN: 0.5 ms there.
+    On the CPU, ATen sends a float32 1x1 convolution of fewer than 16 images on one thread,
+    which is what a stream runs, to a kernel slower than oneDNN's; this calls oneDNN directly
+    where torch has the (private) operator, else ``F.conv2d``.
     """
     weight, bias = weight.to(x.dtype), bias.to(x.dtype)
     on_onednn = x.device.type == "cpu" and torch.backends.mkldnn.is_available()
-    if x.dtype == torch.float32 and on_onednn and _channels_last(x):
+    if _onednn_convolution is not None and x.dtype == torch.float32 and on_onednn and _channels_last(x):
         weight = weight.contiguous(memory_format=torch.channels_last)
-        return torch.ops.aten.mkldnn_convolution(x, weight, bias, [0, 0], [1, 1], [1, 1], 1)
+        return _onednn_convolution(x, weight, bias, [0, 0], [1, 1], [1, 1], 1)
     return F.conv2d(x, weight, bias)
+
+
+def _find_onednn_convolution():
+    """torch's private ``aten::mkldnn_convolution`` operator, or None where this torch has none."""
+    try:
+        return torch.ops.aten.mkldnn_convolution
+    except (AttributeError, RuntimeError):
+        return None
+
+
+# Looked up once; tests set it to None to run the public fallback.
+_onednn_convolution = _find_onednn_convolution()
 
 
 def max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:

@@ -49,8 +49,7 @@ class PNet(nn.Module):
 
     # dtype of the layers after the first convolution, output heads included (None: the input's); see
     # layers.conv2d. The first convolution reads the whole frame at full resolution and stays float32: in
-    # bfloat16 it gained 1% of speed and lost 2 of 88 confident faces on the shared videos (one-off runs of
-    # benchmarks/compare_peer.py), where R-Net's and O-Net's first convolutions in bfloat16 lost none.
+    # bfloat16 it lost confident faces for almost no speed (docs/benchmarks.md, "Layer kernels").
     conv_dtype: torch.dtype | None = None
 
     def __init__(self) -> None:
