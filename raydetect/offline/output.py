@@ -191,12 +191,38 @@ class JobOutput:
         call_with_retries(lambda: self._write_once(table, final), self.retry, f"writing {self.url(*parts)}")
 
     def _write_once(self, table: pa.Table, final: str) -> None:
+        def write(stream) -> int:
+            pq.write_table(table, stream)
+            return table.num_rows
+
+        self._write_atomically(final, write)
+
+    def write_tables(self, schema: pa.Schema, tables, *parts: str) -> int:
+        """Write every table of the iterable ``tables`` into one Parquet file at DEST/parts... (one
+        row group each, so memory holds one at a time), under a temporary name renamed when complete.
+        Not retried here (``tables`` is consumed once): the finalising task that calls it is.
+        Returns the rows written."""
+
+        def write(stream) -> int:
+            rows = 0
+            with pq.ParquetWriter(stream, schema) as writer:
+                for table in tables:
+                    if table.num_rows:
+                        writer.write_table(table)
+                        rows += table.num_rows
+            return rows
+
+        return self._write_atomically(self.path(*parts), write)
+
+    def _write_atomically(self, final: str, write) -> int:
+        """``write(stream)`` into a temporary file beside ``final``, renamed to it only when complete,
+        so a reader never sees a half-written file under its final name. Returns what ``write`` does."""
         folder = posixpath.dirname(final)
         temp = posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
         self.fs.makedirs(folder, exist_ok=True)
         try:
             with self.fs.open(temp, "wb") as stream:
-                pq.write_table(table, stream)
+                result = write(stream)
             self.fs.mv(temp, final)
         except BaseException:
             try:
@@ -205,31 +231,7 @@ class JobOutput:
             except Exception:  # the store is failing: remove_temporaries() sweeps it up later
                 pass
             raise
-
-    def write_tables(self, schema: pa.Schema, tables, *parts: str) -> int:
-        """Write every table of the iterable ``tables`` into one Parquet file at DEST/parts... (one
-        row group each, so memory holds one at a time), under a temporary name renamed when complete.
-        Returns the rows written."""
-        final = self.path(*parts)
-        folder = posixpath.dirname(final)
-        temp = posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
-        self.fs.makedirs(folder, exist_ok=True)
-        rows = 0
-        try:
-            with self.fs.open(temp, "wb") as stream, pq.ParquetWriter(stream, schema) as writer:
-                for table in tables:
-                    if table.num_rows:
-                        writer.write_table(table)
-                        rows += table.num_rows
-            self.fs.mv(temp, final)
-        except BaseException:
-            try:
-                if self.fs.exists(temp):
-                    self.fs.rm(temp)
-            except Exception:  # the store is failing: remove_temporaries() sweeps it up later
-                pass
-            raise
-        return rows
+        return result
 
     def write_staged_chunk(self, faces: pa.Table, frames: pa.Table, key: str, shard_index: int,
                            chunk_index: int) -> None:
