@@ -28,7 +28,8 @@ from raydetect.core.detector import FaceDetector
 
 
 def opencv_square(image: np.ndarray, box: np.ndarray, size: int, margin: float) -> np.ndarray:
-    """The square crop of one face as cut before the batched path (the reference in tests/test_crops.py)."""
+    """The square crop of one face as cut before the batched path (tests/test_crops.py holds the batched
+    path to it)."""
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + margin)
     left, top = math.floor((x1 + x2 - side) / 2), math.floor((y1 + y2 - side) / 2)

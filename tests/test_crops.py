@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import cv2
 import numpy as np
@@ -197,18 +196,19 @@ def test_aligned_crop_puts_the_landmarks_on_the_template():
 
 # --------------------------------------------------------------------------- real frames
 def _opencv_square(image, box, size, margin):
-    """The square crop as cut before crops were sampled in one batched pass (OpenCV, one face at a time)."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    side = max(x2 - x1, y2 - y1, 1.0) * (1.0 + margin)
-    left, top = math.floor((x1 + x2 - side) / 2), math.floor((y1 + y2 - side) / 2)
-    side_px = max(1, math.ceil(side))
-    height, width = image.shape[:2]
-    canvas = np.zeros((side_px, side_px, 3), np.uint8)
-    x0, y0, x1_, y1_ = max(left, 0), max(top, 0), min(left + side_px, width), min(top + side_px, height)
-    if x1_ > x0 and y1_ > y0:
-        canvas[y0 - top:y1_ - top, x0 - left:x1_ - left] = image[y0:y1_, x0:x1_]
-    interpolation = cv2.INTER_AREA if side_px > size else cv2.INTER_LINEAR
-    return cv2.resize(canvas, (size, size), interpolation=interpolation)
+    """The square crop as cut before crops were sampled in one batched pass (OpenCV, one face at a time):
+    the reference that benchmarks/crop_speed.py times the batched path against."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "crop_speed"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name].opencv_square(image, box, size, margin)
 
 
 @pytest.fixture(scope="module")
