@@ -22,6 +22,17 @@ def test_the_library_takes_the_defaults():
     assert (plan.min_face_size, plan.scale_factor) == (defaults.MIN_FACE_SIZE, defaults.SCALE_FACTOR)
 
 
+def test_the_offline_job_takes_the_defaults():
+    from raydetect.offline.chunk_detection import DetectionOptions
+
+    options = DetectionOptions()
+    assert (options.min_face_size, options.thresholds, options.scale_factor) == (
+        defaults.MIN_FACE_SIZE, defaults.THRESHOLDS, defaults.SCALE_FACTOR)
+    args = build_parser().parse_args(["detect", "videos", "--output", "out"])
+    assert (args.min_face_size, tuple(args.thresholds), args.scale_factor) == (
+        defaults.MIN_FACE_SIZE, defaults.THRESHOLDS, defaults.SCALE_FACTOR)
+
+
 @pytest.mark.parametrize("argv", [["eval", "images"], ["preview", "in.jpg", "--output", "out.jpg"],
                                   ["plan", "--resolution", "640x360"]])
 def test_commands_take_the_defaults(argv):

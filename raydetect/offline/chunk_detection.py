@@ -26,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 
 from raydetect.core.crops import CropOptions, cut_crops, encode_crop
-from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.core.results import Detections
 from raydetect.core.tracking import TrackingOptions, find_cuts, frame_signature, interpolate_tracks, link_tracks
+from raydetect.mtcnn.defaults import MIN_FACE_SIZE, SCALE_FACTOR, THRESHOLDS
 from raydetect.offline.output import FRAME_SCHEMA, JobOutput, staged_face_schema
+from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.offline.shards import chunk_frames, detect_flags, frame_indices
 from raydetect.offline.video import fit_max_side
 
@@ -57,9 +58,9 @@ class DetectionOptions:
         compile: torch.compile the networks in each actor (see ``FaceDetector``).
     """
 
-    min_face_size: float = 20.0
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    scale_factor: float = 0.709
+    min_face_size: float = MIN_FACE_SIZE
+    thresholds: tuple[float, float, float] = THRESHOLDS
+    scale_factor: float = SCALE_FACTOR
     device: str | None = None
     budget: dict | None = None
     max_side: int | None = None
