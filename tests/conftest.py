@@ -7,6 +7,7 @@ imported anywhere in the session, which is why they live at the top of conftest.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # bind every Ray listener to loopback
@@ -35,20 +36,45 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# Ray waits a fixed 30 s for its raylet to register; a heavily loaded machine can take longer.
+RAY_START_ATTEMPTS = 3
+
+
+def start_local_ray(ray) -> None:
+    """``ray.init`` of a local instance on 127.0.0.1; a start that timed out is ended (the processes
+    it left, by PID) and tried again, up to RAY_START_ATTEMPTS times."""
+    from ray_processes import descendants
+
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        before = descendants(os.getpid())
+        try:
+            ray.init(
+                address="local",  # never join another Ray instance that happens to run on this machine
+                num_cpus=4,  # more logical CPUs than cores: actors and read tasks never starve each other
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+            )
+            return
+        except Exception as exc:
+            if "timed out during startup" not in str(exc) or attempt == RAY_START_ATTEMPTS:
+                raise
+            ray.shutdown()
+            for pid in descendants(os.getpid()) - before:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A real local Ray instance on 127.0.0.1, started once for the whole session."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(
-            address="local",  # never join another Ray instance that happens to run on this machine
-            num_cpus=4,  # more logical CPUs than cores: actors and read tasks never starve each other
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-        )
+        start_local_ray(ray)
     yield ray
     # Shut down only the instance this session started; never `ray stop`.
     ray.shutdown()

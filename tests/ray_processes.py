@@ -40,6 +40,24 @@ def session_processes(session_id: int, marker: str) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> set[int]:
+    """PIDs of every process below ``pid`` (children, their children, ...)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(entry)] = int(stat[stat.rindex(")") + 2:].split()[1])  # the name may hold spaces
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
 def end_processes(session_id: int, marker: str, grace_s: float = 10.0) -> list[int]:
     """SIGTERM the processes of ``session_id`` / ``marker``, SIGKILL those left after ``grace_s``.
 

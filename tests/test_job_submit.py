@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -192,3 +193,25 @@ def test_job_submit_runs_detect_videos_and_writes_every_result(local_head, data_
         assert 0 <= row["x1"] < row["x2"] <= 640 and 0 <= row["y1"] < row["y2"] <= 360, row
     keys = [(r["video"], r["frame_index"], r["face_index"]) for r in faces]
     assert len(keys) == len(set(keys)), "duplicate face rows"
+
+
+def test_descendants_finds_grandchildren_and_nothing_else():
+    """The session fixture ends what a timed-out Ray start left by this list: it must reach the
+    processes the raylet's parents spawned, and no process outside the tree."""
+    from ray_processes import descendants
+
+    sleeper = "import time; time.sleep(60)"
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {sleeper!r}]); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        while len(descendants(child.pid)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = descendants(os.getpid())
+        grandchildren = descendants(child.pid)
+        assert child.pid in found and len(grandchildren) == 1 and grandchildren <= found
+        assert os.getppid() not in found and os.getpid() not in found
+    finally:
+        for pid in descendants(child.pid) | {child.pid}:
+            os.kill(pid, 9)
+        child.wait(timeout=30)

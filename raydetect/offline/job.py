@@ -61,6 +61,10 @@ def decode_memory(chunk_bytes: int) -> int:
 
 
 PROBES_PER_TASK = 16  # inputs a planning task probes (one after another)
+# Probing reads a container's header: mostly waiting on storage, so a planning task holds a small CPU
+# share, and one runs at a time per this many CPUs of the cluster, enough to keep decoding fed.
+PLAN_CPUS = 0.25
+CPUS_PER_PLANNING_TASK = 8
 
 # Attempts after the first for a task or actor call whose worker died (a decoder crash on a hostile
 # file, the out-of-memory killer, a lost node). Ray Data's default retries forever, so an input that
@@ -202,8 +206,8 @@ def _resources(spec: Resources, ray) -> tuple[int, float, float, int | None, str
         cpus_per_actor = spec.cpus_per_actor if spec.cpus_per_actor is not None else 1.0
         actors = spec.actors or max(1, int(gpus // gpus_per_actor))
         return actors, gpus_per_actor, cpus_per_actor, spec.torch_threads, "cuda"
-    # CPU only. Planning tasks take 1 CPU (Ray's default, which lets the repartition fuse into
-    # them): actors must leave one CPU per node free or nothing upstream can ever run.
+    # CPU only. Actors must leave room on each node for a decode task (and a planning task), or
+    # nothing upstream of them can ever run.
     node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1.0)
     cpus_per_actor = spec.cpus_per_actor
     if cpus_per_actor is None:
@@ -229,8 +233,7 @@ def build_dataset(spec: JobSpec, todo: list[VideoInput], ray, probes_per_task: i
     actors, gpus_per_actor, cpus_per_actor, threads, device = _resources(spec.resources, ray)
     detection, shards = _stage_options(spec, device, threads)
     dataset = _planned_shards(todo, shards, ray, probes_per_task, spec.worker_retries)
-    # One shard per block, so every shard of a long video is its own decode task. The repartition
-    # fuses into the planning tasks when both keep Ray's default of 1 CPU per task.
+    # One shard per block, so every shard of a long video is its own decode task.
     dataset = dataset.repartition(target_num_rows_per_block=1)
     dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus, spec.worker_retries)
     with _remote_args_allowed():
@@ -267,16 +270,25 @@ def _stage_options(spec: JobSpec, device: str, threads: int | None) -> tuple[Det
 
 
 def _planned_shards(todo: list[VideoInput], shards: ShardOptions, ray, probes_per_task: int = PROBES_PER_TASK,
-                    retries: int = WORKER_RETRIES):
-    """The dataset of ``todo``'s shard rows: every input probed by a Ray task (none on the driver)."""
+                    retries: int = WORKER_RETRIES, beside_decoding: bool = True):
+    """The dataset of ``todo``'s shard rows: every input probed by a Ray task (none on the driver).
+    ``beside_decoding``: planning feeds decoding in the same dataset (the job), rather than being
+    all there is to run (the dry run)."""
     import ray.data
 
     items = [{"video": item.video, "label": item.label or "", "key": video_key(item.video)} for item in todo]
     # A planning task hands its shards on when it has probed all its inputs: few inputs per task let
     # decoding and detection start after the first few probes, not after 1/256 of a large manifest.
     dataset = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / probes_per_task)))
+    limits = {}
+    if beside_decoding:
+        # Unbounded, planning tasks take every CPU the actors leave, and Ray Data gives decoding no
+        # budget while they are queued: a small node would probe the whole manifest before decoding a frame.
+        planners = max(1, math.ceil(float(ray.cluster_resources().get("CPU", 1)) / CPUS_PER_PLANNING_TASK))
+        limits = {"num_cpus": PLAN_CPUS, "compute": ray.data.TaskPoolStrategy(size=planners)}
     with _remote_args_allowed():
-        return dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow", max_retries=retries)
+        return dataset.map_batches(_PlanStage(shards), batch_size=1, batch_format="pyarrow", max_retries=retries,
+                                   **limits)
 
 
 @contextlib.contextmanager
@@ -547,7 +559,7 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
     columns = ["video", "error", "frame_count", "fps", "width", "height"]
     rows = []
     if todo:
-        planned = _planned_shards(todo, shards, ray, retries=spec.worker_retries)
+        planned = _planned_shards(todo, shards, ray, retries=spec.worker_retries, beside_decoding=False)
         rows = list(planned.select_columns(columns).iter_rows())
     result = estimate(rows, len(todo), shards, crops=detection.crops,
                       crop_pixels=detection.crop.width * detection.crop.height)
