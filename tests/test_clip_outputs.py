@@ -96,7 +96,8 @@ def test_preview_of_the_job_says_the_crops_are_aligned_and_draws_its_clips(clip_
     assert sheet.shape == (title_height(title, width) + 2 * _row_height(48, CLIP.frames), width, 3)
     crops = faces.set_index(["track_id", "frame_index"])["crop"]
     shown = read_clip_rows(dest, 2)
-    assert [(c["track_id"], c["clip_index"]) for c in shown] == list(zip(clips["track_id"][:2], clips["clip_index"][:2]))
+    assert [(c["track_id"], c["clip_index"]) for c in shown] == list(
+        zip(clips["track_id"][:2], clips["clip_index"][:2]))
     for clip in shown:
         assert clip["crops"] == [crops[(clip["track_id"], f)] for f in clip["frame_indices"]]
 
@@ -110,7 +111,8 @@ def _fake_dest(source_faces: pd.DataFrame, original: str, dest):
     schema = face_schema(True).append(pa.field("original", pa.string()))
     real = rows.assign(original=None)
     negatives = [255 - decode_crop(c) for c in rows["crop"]]
-    fake = rows.assign(video="fakes/fake.mp4", original=original, crop=[encode_crop(n, CropOptions(format="png")) for n in negatives])
+    png = CropOptions(format="png")
+    fake = rows.assign(video="fakes/fake.mp4", original=original, crop=[encode_crop(n, png) for n in negatives])
     lost = fake.tail(1).assign(frame_index=9_999)
     (dest / "faces").mkdir(parents=True)
     for video, table in ((original, real), ("fakes/fake.mp4", pd.concat([fake, lost]))):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydetect.commands.preview import PreviewError
@@ -94,6 +95,8 @@ def read_crops(faces: Path, keys: set[tuple], key_columns: tuple[str, ...]) -> d
     a wanted row. Returns key -> crop bytes (keys without a row are left out)."""
     columns = ("video", *key_columns)
     found: dict[tuple, bytes] = {}
+    if not keys:
+        return found
     for path in _files_of(faces, {key[0] for key in keys}):
         parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
@@ -127,7 +130,7 @@ def read_clip_rows(dest: Path, max_clips: int) -> list[dict]:
         if len(clips) >= max_clips:
             break
     keys = {(c["video"], c["track_id"], f) for c in clips for f in c["frame_indices"]}
-    crops = read_crops(dest / FACES, keys, ("track_id", "frame_index")) if keys else {}
+    crops = read_crops(dest / FACES, keys, ("track_id", "frame_index"))
     for clip in clips:
         clip["crops"] = [crops.get((clip["video"], clip["track_id"], f)) for f in clip["frame_indices"]]
     return clips
@@ -150,7 +153,8 @@ def read_pair_rows(faces: Path, max_pairs: int) -> list[dict]:
         if "original" not in parquet.schema_arrow.names:
             continue
         table = parquet.read(columns=[c for c in wanted if c in parquet.schema_arrow.names])
-        fakes += [row for row in table.to_pylist() if row["original"] is not None][:max_pairs - len(fakes)]
+        table = table.filter(pc.is_valid(table.column("original")))
+        fakes += table.slice(0, max_pairs - len(fakes)).to_pylist()
         if len(fakes) >= max_pairs:
             break
     fake_crops = read_crops(faces, {(f["video"], *(f[k] for k in PAIR_KEY)) for f in fakes}, PAIR_KEY)
