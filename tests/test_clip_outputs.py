@@ -16,7 +16,7 @@ from raydetect.cli import main
 from raydetect.core.clips import ClipOptions, track_clips
 from raydetect.core.crops import CropOptions, decode_crop, encode_crop
 from raydetect.offline.output import face_schema, video_file_name, video_key
-from raydetect.tuning.drawing import title_height, track_sheet
+from raydetect.tuning.drawing import title_height, titled, track_sheet
 from raydetect.tuning.image_folders import read_image
 
 HAMILTON = "hamilton_45f_640x360.avi"
@@ -88,7 +88,14 @@ def test_preview_of_the_job_says_the_crops_are_aligned_and_draws_its_clips(clip_
     assert main(["preview", str(dest), "-o", str(output), "--tile-size", "48", "--max-clips", "2"]) == 0
     printed = capsys.readouterr().out
     assert f"aligned crops {CROP_W}x{CROP_H}" in printed and "clip sheet of 2 clips, 8 faces" in printed
-    assert read_image(output).shape[0] > 48  # the track sheet, under its title
+    # The track sheet under its title: the same sheet a face table outside any DEST gets, untitled.
+    (tmp_path / "bare").mkdir()
+    plain = tmp_path / "plain.png"
+    for path in (dest / "faces").glob("*.parquet"):
+        (tmp_path / "bare" / path.name).write_bytes(path.read_bytes())
+    assert main(["preview", str(tmp_path / "bare"), "-o", str(plain), "--tile-size", "48"]) == 0
+    np.testing.assert_array_equal(read_image(output),
+                                  titled(read_image(plain), f"aligned crops {CROP_W}x{CROP_H} (margin 0.3)"))
 
     sheet = read_image(tmp_path / "sheet-clips.png")
     width = CLIP.frames * (48 + 4) + 4

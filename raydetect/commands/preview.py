@@ -315,8 +315,8 @@ def write_track_sheet(source: Path, output: Path, max_tracks: int, columns: int,
             else f"frames {track['first_frame']}-{track['last_frame']}"
         )
         faces = f"{track['count']} face{'s' if track['count'] != 1 else ''}"
-        title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {faces}"
-        sheet_rows.append((title, tiles, captions))
+        row_title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {faces}"
+        sheet_rows.append((row_title, tiles, captions))
     sheet = track_sheet(sheet_rows, tile_size=tile_size)
     write_image(output, titled(sheet, title) if title else sheet)
     return len(tracks), sum(len(track["faces"]) for track in tracks)
