@@ -1,4 +1,4 @@
-"""The per-video finalising step of the offline job: staged chunks in, the video's faces and tracks out.
+"""The per-video finalising step of the offline job: staged chunks in, the video's faces, tracks and clips out.
 
 Runs once per video, after every chunk of the video is staged (see :mod:`raydetect.offline.output`):
 

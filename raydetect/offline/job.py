@@ -16,7 +16,8 @@ from stalling the others.
 
 Nothing lost, nothing duplicated: every chunk's staged files have names fixed by the video and
 frame range, so a chunk redone after an actor died replaces them; the finalising step rewrites
-the video's two files whole, so one retried after its worker died writes the same files again.
+the video's files (faces, tracks, clips) whole, so one retried after its worker died writes the same
+files again.
 A video's row in DEST/videos is written only after its finalising step, and is what a re-run
 uses to skip it; files of a failed video are removed. See :mod:`raydetect.offline.output` for the
 layout and :mod:`raydetect.offline.finalise` for the tracks.
