@@ -187,6 +187,13 @@ def test_clips_need_tracks_and_their_faces(clips_output, tmp_path):
     shutil.copytree(dest / "clips", tmp_path / "clips")
     with pytest.raises(DatasetError, match="no column.*track_id"):
         FaceClips(str(tmp_path))
+    no_crops = tmp_path / "no-crops"
+    (no_crops / "faces").mkdir(parents=True)
+    for path in (dest / "faces").glob("*.parquet"):  # clips of a job run without --crops
+        pq.write_table(pq.read_table(path).drop_columns(["crop", "crop_matrix"]), no_crops / "faces" / path.name)
+    shutil.copytree(dest / "clips", no_crops / "clips")
+    with pytest.raises(DatasetError, match=r"no column\(s\) crop \(the job was run without --crops"):
+        FaceClips(str(no_crops))
 
     broken = tmp_path / "broken"
     shutil.copytree(dest / "faces", broken / "faces")
