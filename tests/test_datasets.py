@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from raydetect.core.clips import ClipOptions, track_clips
 from raydetect.core.crops import CropOptions, decode_crop
 from raydetect.datasets import DatasetError, FaceCrops
 from raydetect.offline.chunk_detection import DetectionOptions
@@ -23,7 +24,8 @@ CROWD = "street_crowd_24f_640x360.mp4"
 
 @pytest.fixture(scope="module")
 def job_output(ray_session, data_dir, tmp_path_factory):
-    """A detect job with 96 x 112 PNG crops over two vendored clips: several face files."""
+    """A detect job with 96 x 112 PNG crops and clips of 3 faces at 5 fps over two vendored clips: several
+    face files."""
     dest = tmp_path_factory.mktemp("crops-job")
     manifest = dest.parent / f"{dest.name}-manifest.csv"
     manifest.write_text(f"path,label\n{data_dir / HAMILTON},REAL\n{data_dir / CROWD},FAKE\n")
@@ -33,6 +35,7 @@ def job_output(ray_session, data_dir, tmp_path_factory):
                                    crop=CropOptions(width=96, height=112, format="png")),
         shards=ShardOptions(shard_frames=16, sampling=Sampling(every=3)),
         resources=Resources(actors=1, cpus_per_actor=1, torch_threads=1),
+        clips=ClipOptions(frames=3, fps=5),
     )
     summary = run_job(spec)
     assert summary.exit_status == 0, summary.text()
@@ -122,33 +125,20 @@ def test_outputs_without_crops_or_faces_are_refused_clearly(tmp_path):
 
 # --------------------------------------------------------------------------- clips
 @pytest.fixture(scope="module")
-def clips_output(job_output, tmp_path_factory):
-    """The job's output with track ids and a DEST/clips table written here from its faces by the clip rule.
-
-    The offline job does not write tracks or clips yet; the ids below (the face's rank in its frame)
-    only need to be consistent: the dataset does not care how tracks were made."""
-    import shutil
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from raydetect.core.clips import ClipOptions, track_clips
-    from raydetect.offline.output import CLIP_SCHEMA
-
-    source, _ = job_output
-    dest = tmp_path_factory.mktemp("clips-job")
-    shutil.copytree(source / "faces", dest / "faces")  # with the job's own track ids
-    faces = pd.read_parquet(dest / "faces")
-    rows = []
+def clips_output(job_output):
+    """The job's own DEST/clips, checked against the clip rule applied to its faces here."""
+    dest, faces = job_output
+    clips = pd.read_parquet(dest / "clips")
+    expected = []
     for (video, track), group in faces.sort_values("frame_index").groupby(["video", "track_id"]):
-        clips = track_clips(group["frame_index"].to_numpy(), group["timestamp_s"].to_numpy(),
+        found = track_clips(group["frame_index"].to_numpy(), group["timestamp_s"].to_numpy(),
                             ClipOptions(frames=3, fps=5))
-        rows += [dict(video=video, label=group["label"].iloc[0], track_id=track, clip_index=i,
-                      frame_indices=clip.tolist()) for i, clip in enumerate(clips)]
-    (dest / "clips").mkdir()
-    pq.write_table(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), dest / "clips" / "part-0.parquet")
-    assert len(rows) >= 2
-    return dest, faces, pd.DataFrame(rows)
+        expected += [(video, group["label"].iloc[0], track, i, clip.tolist()) for i, clip in enumerate(found)]
+    written = [(r.video, r.label, r.track_id, r.clip_index, list(r.frame_indices)) for r in clips.itertuples()]
+    assert sorted(written) == sorted(expected) and len(written) >= 2
+    videos = pd.read_parquet(dest / "videos").set_index("video")
+    assert clips.groupby("video").size().reindex(videos.index, fill_value=0).tolist() == videos["clips"].tolist()
+    return dest, faces, clips
 
 
 def test_clip_items_stack_the_crops_of_their_track(clips_output):
@@ -179,32 +169,36 @@ def test_clips_through_a_dataloader_with_two_workers(clips_output):
     assert sorted(seen) == sorted(zip(clips["video"], clips["track_id"], clips["clip_index"]))
 
 
-def test_clips_need_tracks_and_their_faces(clips_output, job_output, tmp_path):
+def test_clips_need_tracks_and_their_faces(clips_output, tmp_path):
     import shutil
-
-    from raydetect.datasets import FaceClips
-
-    dest, _, _ = clips_output
-    import pyarrow.parquet as pq
-
-    (tmp_path / "faces").mkdir()
-    for path in (job_output[0] / "faces").glob("*.parquet"):  # faces without track ids
-        pq.write_table(pq.read_table(path).drop_columns(["track_id"]), tmp_path / "faces" / path.name)
-    shutil.copytree(dest / "clips", tmp_path / "clips")
-    with pytest.raises(DatasetError, match="no column.*track_id"):
-        FaceClips(str(tmp_path))
-    with pytest.raises(DatasetError, match="is not a folder"):
-        FaceClips(str(job_output[0]))  # no clips table
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from raydetect.datasets import FaceClips
     from raydetect.offline.output import CLIP_SCHEMA
+
+    dest, _, _ = clips_output
+    (tmp_path / "faces").mkdir()
+    for path in (dest / "faces").glob("*.parquet"):  # faces without track ids
+        pq.write_table(pq.read_table(path).drop_columns(["track_id"]), tmp_path / "faces" / path.name)
+    with pytest.raises(DatasetError, match="is not a folder"):
+        FaceClips(str(tmp_path))  # no clips table: a job run without --clip-frames
+    shutil.copytree(dest / "clips", tmp_path / "clips")
+    with pytest.raises(DatasetError, match="no column.*track_id"):
+        FaceClips(str(tmp_path))
+    no_crops = tmp_path / "no-crops"
+    (no_crops / "faces").mkdir(parents=True)
+    for path in (dest / "faces").glob("*.parquet"):  # clips of a job run without --crops
+        pq.write_table(pq.read_table(path).drop_columns(["crop", "crop_matrix"]), no_crops / "faces" / path.name)
+    shutil.copytree(dest / "clips", no_crops / "clips")
+    with pytest.raises(DatasetError, match=r"no column\(s\) crop \(the job was run without --crops"):
+        FaceClips(str(no_crops))
 
     broken = tmp_path / "broken"
     shutil.copytree(dest / "faces", broken / "faces")
     (broken / "clips").mkdir()
-    row = pq.read_table(dest / "clips" / "part-0.parquet").slice(0, 1).to_pylist()[0]
+    row = pq.read_table(dest / "clips").slice(0, 1).to_pylist()[0]
     row["frame_indices"] = row["frame_indices"][:-1] + [99_999]
     pq.write_table(pa.Table.from_pylist([row], schema=CLIP_SCHEMA), broken / "clips" / "part-0.parquet")
     with pytest.raises(DatasetError, match=r"no face row for frame\(s\) \[99999\]"):

@@ -2,7 +2,7 @@
 
 Every run uses the same detection options, so each can be compared with one unsharded reference
 run: sharding, a killed actor, a killed finalising step and S3 storage must not change a single
-face or track.
+face, track or clip.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from raydetect.core.clips import ClipOptions, track_clips
 from raydetect.core.crops import CropOptions
 from raydetect.offline.chunk_detection import DetectionOptions
 from raydetect.offline.job import JobSpec, Resources, run_job
@@ -33,15 +34,16 @@ SAMPLING = Sampling(every=3)  # crowd: 8 frames, hamilton: 15 frames
 # One CPU per actor: the session's Ray has 4 logical CPUs on 2 cores, so decoding tasks still find room beside it.
 RESOURCES = Resources(actors=1, cpus_per_actor=1, torch_threads=1)
 FACE_ORDER = ["video", "frame_index", "face_index"]
+CLIPS = ClipOptions(frames=2)  # short: the vendored clips' tracks hold a few sampled faces
 
 
 def _spec(sources, output, shard_frames=1000, chunk_bytes=128 << 20, resources=RESOURCES, detection=DETECTION,
-          sampling=SAMPLING, detect_every=1, **kwargs):
+          sampling=SAMPLING, detect_every=1, clips=CLIPS, **kwargs):
     return JobSpec(
         sources=[str(s) for s in sources], output=str(output), detection=detection,
         shards=ShardOptions(shard_frames=shard_frames, sampling=sampling, chunk_bytes=chunk_bytes,
                             detect_every=detect_every),
-        resources=resources, **kwargs,
+        resources=resources, clips=clips, **kwargs,
     )
 
 
@@ -49,6 +51,11 @@ def _faces(dest, storage_options=None) -> pd.DataFrame:
     fs, path = fsspec.core.url_to_fs(f"{dest}/faces", **(storage_options or {}))
     table = pq.read_table(path, filesystem=fs)
     return table.to_pandas().sort_values(FACE_ORDER).reset_index(drop=True)
+
+
+def _clips(dest) -> pd.DataFrame:
+    table = pq.read_table(dest / "clips").to_pandas()
+    return table.sort_values(["video", "track_id", "clip_index"]).reset_index(drop=True)
 
 
 def _tracks(dest, storage_options=None) -> pd.DataFrame:
@@ -98,6 +105,13 @@ def test_reference_run_outputs(reference, data_dir):
     assert videos.set_index("video")["tracks"].to_dict() == tracks.groupby("video").size().to_dict()
     assert 21 in list(videos.set_index("video").loc[str(data_dir / HAMILTON), "cuts"])  # its cut at 20, sampled 21
     assert len(tracks) < len(faces) / 2  # people are followed, not one track per face
+    # Clips: the rule over each track's faces; the videos rows count them.
+    clips, expected = _clips(dest), []
+    for (video, track), group in faces.groupby(["video", "track_id"]):
+        found = track_clips(group["frame_index"].to_numpy(), group["timestamp_s"].to_numpy(), CLIPS)
+        expected += [(video, track, i, c.tolist()) for i, c in enumerate(found)]
+    assert [(r.video, r.track_id, r.clip_index, list(r.frame_indices)) for r in clips.itertuples()] == expected
+    assert len(clips) > 2 and videos["clips"].sum() == len(clips) == summary.clips
     # One faces file and one tracks file per video; nothing staged is left.
     assert len(os.listdir(dest / "faces")) == len(os.listdir(dest / "tracks")) == 2
     assert not (dest / "_staging").exists()
@@ -113,10 +127,11 @@ def test_sharded_run_equals_unsharded_run(reference, data_dir, tmp_path):
     assert summary.exit_status == 0, summary.text()
     pd.testing.assert_frame_equal(_faces(dest), _faces(reference[0]))
     pd.testing.assert_frame_equal(_tracks(dest), _tracks(reference[0]))
+    pd.testing.assert_frame_equal(_clips(dest), _clips(reference[0]))
     videos, expected = _videos(dest), _videos(reference[0])
     assert list(videos["shards"]) == [12, 6]
     columns = ["video", "status", "frames_decoded", "frames_detected", "faces", "frame_count", "width", "height",
-               "tracks", "cuts"]
+               "tracks", "cuts", "clips"]
     pd.testing.assert_frame_equal(videos[columns], expected[columns])
 
 
@@ -218,7 +233,7 @@ def _finalising_workers() -> list[int]:
 
 def test_killed_finalising_step_is_run_again_and_the_video_completes_once(reference, data_dir, tmp_path):
     """SIGKILL the worker of a video's finalising step while it runs: Ray runs the step again, the
-    video's faces and tracks are those of the reference and its ok row is written once."""
+    video's faces, tracks and clips are those of the reference and its ok row is written once."""
     dest = tmp_path / "killed-finaliser"
     spec = _spec([data_dir / HAMILTON, data_dir / CROWD], dest, chunk_bytes=1)
     outcome = {}
@@ -236,6 +251,7 @@ def test_killed_finalising_step_is_run_again_and_the_video_completes_once(refere
     assert summary.exit_status == 0, summary.text()
     pd.testing.assert_frame_equal(_faces(dest), _faces(reference[0]))
     pd.testing.assert_frame_equal(_tracks(dest), _tracks(reference[0]))
+    pd.testing.assert_frame_equal(_clips(dest), _clips(reference[0]))  # rewritten whole, never twice
     assert sorted(_videos(dest)["video"]) == sorted(_videos(reference[0])["video"])  # one row each
     assert not (dest / "_staging").exists()
 

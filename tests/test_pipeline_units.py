@@ -198,15 +198,16 @@ def test_finished_videos_and_forgetting_them(tmp_path):
 
 
 def test_remove_faces_of_keys(tmp_path):
-    from raydetect.offline.output import FRAME_SCHEMA, track_schema
+    from raydetect.offline.output import CLIP_SCHEMA, FRAME_SCHEMA, track_schema
 
     output = JobOutput(str(tmp_path))
     for key in ("aaa", "bbb"):
         output.write_table(FACE_SCHEMA.empty_table(), "faces", f"{key}.parquet")
         output.write_table(track_schema(False).empty_table(), "tracks", f"{key}.parquet")
+        output.write_table(CLIP_SCHEMA.empty_table(), "clips", f"{key}.parquet")
         output.write_staged_chunk(FACE_SCHEMA.empty_table(), FRAME_SCHEMA.empty_table(), key, 0, 0)
-    assert output.remove_faces_of({"aaa"}) == 2
-    for folder in ("faces", "tracks"):
+    assert output.remove_faces_of({"aaa"}) == 3
+    for folder in ("faces", "tracks", "clips"):
         assert [p.name for p in (tmp_path / folder).iterdir()] == ["bbb.parquet"]
     assert [p.name for p in (tmp_path / "_staging").iterdir()] == ["bbb"]
 
@@ -431,11 +432,8 @@ def _stage(output, key, shard, chunk, frames, faces, crops=False):
     )
 
 
-def test_finalising_links_across_chunks_and_keeps_interpolated_faces_only_where_tracks_join(tmp_path):
-    from raydetect.core.tracking import TrackingOptions
-    from raydetect.offline.finalise import finalise_video
-
-    output = JobOutput(str(tmp_path))
+def _stage_two_chunks(output):
+    """Two chunks of one video: a face tracked over frames 0-3 (frame 1 interpolated), two one-face tracks."""
     join = {"from_frame": 0, "from_face": 0, "to_frame": 2, "to_face": 0}
     stray = {"from_frame": 0, "from_face": 1, "to_frame": 2, "to_face": 1}  # its ends are not one track
     _stage(output, "k", 0, 0, [0, 1], [
@@ -446,6 +444,14 @@ def test_finalising_links_across_chunks_and_keeps_interpolated_faces_only_where_
     _stage(output, "k", 1, 0, [2, 3], [
         (2, 0, 102.0, 0.99, False, None), (2, 1, 560.0, 0.80, False, None), (3, 0, 103.0, 0.97, False, None),
     ], crops=True)
+
+
+def test_finalising_links_across_chunks_and_keeps_interpolated_faces_only_where_tracks_join(tmp_path):
+    from raydetect.core.tracking import TrackingOptions
+    from raydetect.offline.finalise import finalise_video
+
+    output = JobOutput(str(tmp_path))
+    _stage_two_chunks(output)
     result = finalise_video(output, "k", "v.mp4", "REAL", TrackingOptions(), crops=True)
     faces = pd.read_parquet(tmp_path / "faces" / "k.parquet")
     assert (result.faces, result.interpolated, result.tracks, result.cuts) == (6, 1, 3, [])
@@ -460,6 +466,31 @@ def test_finalising_links_across_chunks_and_keeps_interpolated_faces_only_where_
     again = finalise_video(output, "k", "v.mp4", "REAL", TrackingOptions(min_track_faces=2), crops=True)
     assert (again.faces, again.tracks) == (4, 1)
     assert set(pd.read_parquet(tmp_path / "faces" / "k.parquet")["track_id"]) == {0}
+    assert not (tmp_path / "clips").exists()  # no clip options, no clips table
+
+
+def test_finalising_writes_each_tracks_clips_with_its_interpolated_faces(tmp_path):
+    from raydetect.core.clips import ClipOptions
+    from raydetect.core.tracking import TrackingOptions
+    from raydetect.offline.finalise import finalise_video
+    from raydetect.offline.output import CLIP_SCHEMA
+
+    output = JobOutput(str(tmp_path))
+    _stage_two_chunks(output)
+
+    def clips_of(options):
+        result = finalise_video(output, "k", "v.mp4", "REAL", TrackingOptions(), crops=True, clips=options)
+        table = pq.read_table(tmp_path / "clips" / "k.parquet")
+        assert table.schema == CLIP_SCHEMA and result.clips == table.num_rows
+        return [(r["track_id"], r["clip_index"], r["frame_indices"]) for r in table.to_pylist()]
+
+    # Track 0 holds frames 0-3, frame 1 interpolated: it counts as a face of the track.
+    assert clips_of(ClipOptions(frames=2)) == [(0, 0, [0, 1]), (0, 1, [2, 3])]
+    assert clips_of(ClipOptions(frames=3, spacing="even")) == [(0, 0, [0, 2, 3])]
+    assert clips_of(ClipOptions(frames=2, fps=12.5)) == [(0, 0, [0, 2])]  # 25 fps: every second face
+    assert clips_of(ClipOptions(frames=1)) == [(0, 0, [0]), (0, 1, [1]), (0, 2, [2]), (0, 3, [3]), (1, 0, [0]),
+                                               (2, 0, [2])]
+    assert clips_of(ClipOptions(frames=5)) == []  # no track is long enough: an empty table, still written
 
 
 def test_cli_tracking_options_reach_the_job_once_and_decide_the_results(tmp_path):
@@ -489,6 +520,56 @@ def test_cli_tracking_options_reach_the_job_once_and_decide_the_results(tmp_path
     (["--min-track-faces", "0"], "--min-track-faces: must be at least 1, got 0"),
 ])
 def test_cli_refuses_bad_tracking_options_before_any_work(argv, message, capsys, tmp_path):
+    from raydetect.commands.detect import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "v.mp4"), "-o", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_clip_options_reach_the_job_and_decide_the_results(tmp_path):
+    from raydetect.core.clips import ClipOptions
+    from raydetect.offline.job import result_options
+
+    assert _parse("videos/", "-o", "out").clips is None
+    spec = _parse("videos/", "-o", "out", "--clip-frames", "7", "--clip-fps", "15")
+    assert spec.clips == ClipOptions(frames=7, fps=15.0)  # the spacing is ClipOptions' default
+    even = _parse("videos/", "-o", "out", "--clip-frames", "7", "--clip-spacing", "even")
+    assert even.clips == ClipOptions(frames=7, spacing="even")
+
+    output = JobOutput(str(tmp_path))
+    output.check_options(result_options(_parse("videos/", "-o", "out")), overwrite=False)
+    with pytest.raises(OutputError, match=r"other options \(clips\)"):
+        output.check_options(result_options(spec), overwrite=False)
+    other = JobOutput(str(tmp_path / "clipped"))
+    other.check_options(result_options(spec), overwrite=False)
+    with pytest.raises(OutputError, match=r"other options \(clips\)"):
+        other.check_options(result_options(even), overwrite=False)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--clip-fps", "15"], "--clip-fps needs --clip-frames"),
+    (["--clip-fps", "15", "--clip-spacing", "even"], "--clip-fps, --clip-spacing need --clip-frames"),
+    (["--clip-frames", "0"], "clip frames must be a whole number >= 1, got 0"),
+    (["--clip-frames", "-3"], "clip frames must be a whole number >= 1, got -3"),
+    (["--clip-frames", "4", "--clip-fps", "0"], "clip fps must be a positive number, got 0.0"),
+    (["--clip-frames", "4", "--clip-fps", "-1"], "clip fps must be a positive number, got -1.0"),
+])
+def test_cli_refuses_bad_clip_options_before_any_work(argv, message, capsys, tmp_path):
+    from raydetect.commands.detect import main
+
+    assert main([str(tmp_path / "v.mp4"), "-o", str(tmp_path / "out"), *argv]) == 2
+    assert f"raydetect detect: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--clip-frames", "2.5"], "expected a whole number, got '2.5'"),
+    (["--clip-frames", "4", "--clip-fps", "nan"], "expected a finite number"),
+    (["--clip-frames", "4", "--clip-spacing", "random"], "invalid choice: 'random'"),
+])
+def test_cli_refuses_malformed_clip_options(argv, message, capsys, tmp_path):
     from raydetect.commands.detect import main
 
     with pytest.raises(SystemExit) as exit_info:

@@ -239,3 +239,14 @@ def test_preview_video_colours_boxes_by_track(data_dir, tmp_path, capsys):
     assert set(colours_seen[:7]) == {(0, 1)}
     # Right after the cut the close-up's box lies mostly outside the frame: too few pixels to see.
     assert set(colours_seen[7:]) <= {(2,), ()} and colours_seen[7:].count((2,)) >= 6
+
+
+def test_a_sheet_title_wraps_over_the_sheet_and_leaves_it_unchanged():
+    from raydetect.tuning.drawing import title_height, titled
+
+    sheet = np.full((50, 120, 3), 7, np.uint8)
+    short, long = "4 clips", "aligned crops 224x224 (margin 0.3), 12 clips of 7 faces from dfdc_train_part_0"
+    one, several = titled(sheet, short), titled(sheet, long)
+    assert one.shape == (title_height(short, 120) + 50, 120, 3) and (one[-50:] == 7).all()
+    assert several.shape[0] - 50 >= 3 * (one.shape[0] - 50) - 16  # wrapped onto several lines, none cut off
+    assert one[:title_height(short, 120)].max() > 150  # the text is drawn in the band (background 32)

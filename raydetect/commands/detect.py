@@ -4,13 +4,15 @@
                      [--every N | --fps F | --frames-per-video K] [--max-side S]
                      [--crops --crop-size 224|WxH --crop-margin 0.3 --align
                      --crop-pad zero|edge|resize --crop-format jpeg|png] [--detect-every K]
-                     [--track-max-gap SECONDS] [--min-track-faces N] [--io-retries N] [--dry-run]
+                     [--track-max-gap SECONDS] [--min-track-faces N]
+                     [--clip-frames T --clip-fps F --clip-spacing contiguous|even] [--io-retries N] [--dry-run]
                      [--address auto] [--gpus-per-actor G]
 
 SOURCE: a video, a directory, a glob, any fsspec URL (s3://, gs://, file://, memory://) or a manifest
 (CSV / Parquet / JSONL with a ``path`` column and optional ``label``, or a DFDC metadata.json).
 DEST: a local folder or fsspec URL; it receives faces/ (one row per face, with its track_id),
-tracks/ (one row per track of a person's faces over time) and videos/ (one row per input). Without
+tracks/ (one row per track of a person's faces over time), clips/ with --clip-frames (one row per
+clip of T faces of one track) and videos/ (one row per input). Without
 SOURCE, the bundled sample video is processed into ./quickstart-output.
 
 Exit status: 0 when every input succeeded, 3 when some failed (their rows in DEST/videos say why),
@@ -26,6 +28,7 @@ import os
 import sys
 
 from raydetect.core.batching import WorkBudget
+from raydetect.core.clips import CLIP_SPACINGS, ClipError, ClipOptions
 from raydetect.core.crops import CROP_FORMATS, PAD_MODES, CropError, CropOptions, parse_crop_size
 from raydetect.core.tracking import TrackingOptions
 from raydetect.commands.detector_args import add_detector_arguments
@@ -81,6 +84,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detect-every", type=_positive_int, default=1, metavar="K",
         help="run the detector on every Kth sampled frame only; the sampled frames between get their "
              "tracks' boxes and landmarks interpolated (column 'interpolated') (default 1: detect all)",
+    )
+
+    clips = parser.add_argument_group("per-track clips (rule: raydetect.core.clips)")
+    clips.add_argument(
+        "--clip-frames", type=_whole_number, default=None, metavar="T",
+        help="write DEST/clips: clips of T faces of one track, the unit a sequence model trains on "
+             "(default: no clips)",
+    )
+    clips.add_argument(
+        "--clip-fps", type=_float, default=None, metavar="F",
+        help="faces of a clip about 1/F s apart (default: every face of the track; needs --clip-frames)",
+    )
+    clips.add_argument(
+        "--clip-spacing", choices=CLIP_SPACINGS, default=None,
+        help="contiguous: consecutive faces, non-overlapping clips, never across a gap in the track; even: one "
+             f"clip per track, its faces evenly spaced over it (default {ClipOptions.spacing}; needs --clip-frames)",
     )
 
     crops = parser.add_argument_group("face crops")
@@ -235,8 +254,21 @@ def job_spec(args: argparse.Namespace):
     )
     return JobSpec(
         sources=sources, output=output, detection=detection, shards=shards, resources=resources,
-        tracking=tracking, overwrite=args.overwrite, storage_options=args.storage_options,
+        tracking=tracking, clips=clip_options(args), overwrite=args.overwrite, storage_options=args.storage_options,
     )
+
+
+def clip_options(args: argparse.Namespace) -> ClipOptions | None:
+    """The clip options the parsed arguments describe, None without --clip-frames (raises ClipError for
+    inconsistent ones)."""
+    if args.clip_frames is None:
+        given = [flag for flag, value in (("--clip-fps", args.clip_fps), ("--clip-spacing", args.clip_spacing))
+                 if value is not None]
+        if given:
+            raise ClipError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --clip-frames (it shapes "
+                            "the clips)")
+        return None
+    return ClipOptions(frames=args.clip_frames, fps=args.clip_fps, spacing=args.clip_spacing or ClipOptions.spacing)
 
 
 def crop_options(args: argparse.Namespace) -> CropOptions:
@@ -328,6 +360,14 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _whole_number(text: str) -> int:
+    """A whole number of any sign: the option's own rule checks the range, with its own message."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
 def _non_negative_int(text: str) -> int:

@@ -7,7 +7,10 @@
 * an offline job's face table (``DEST/faces``, ``DEST`` or a ``.parquet`` file) -> a contact
   sheet PNG of the face crops, captioned with video, frame and score; when the table has
   ``track_id``, one row per track (``--max-tracks`` rows of up to ``--columns`` faces spread over
-  the track's time), titled with video, track id and time span.
+  the track's time), titled with video, track id and time span. The sheet's title says whether the
+  crops are aligned (from DEST/_job.json). Beside it, when present: ``NAME-clips.png``, one row per
+  clip of DEST/clips (``--max-clips``), and ``NAME-pairs.png``, real/fake pairs side by side for
+  fakes that reuse their original's boxes (faces with an ``original``; ``--max-pairs``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sheet.add_argument("--columns", type=int, default=8, help="tiles per row (default 8); faces per track row")
     sheet.add_argument("--max-tracks", type=int, default=20, help="track rows when the table has track_id (default 20)")
     sheet.add_argument("--tile-size", type=int, default=112, help="tile side in pixels (default 112)")
+    sheet.add_argument("--max-clips", type=int, default=12, help="clip rows on the clips sheet (default 12)")
+    sheet.add_argument("--max-pairs", type=int, default=16, help="real/fake rows on the pairs sheet (default 16)")
     sheet.add_argument(
         "--order", choices=("file", "best", "worst"), default="file",
         help="which faces: first in the table, highest scores, or lowest scores (default file); with track_id, "
@@ -72,14 +77,7 @@ def run(args: argparse.Namespace) -> int:
         kind = input_kind(source)
         if kind == "faces":
             _require_suffix(output, PICTURE_SUFFIXES, "a contact sheet")
-            if has_track_ids(source):
-                tracks, count = write_track_sheet(
-                    source, output, args.max_tracks, args.columns, args.tile_size, args.order
-                )
-                print(f"wrote {output}: track sheet of {tracks} tracks, {count} faces")
-            else:
-                count = write_contact_sheet(source, output, args.limit, args.columns, args.tile_size, args.order)
-                print(f"wrote {output}: contact sheet of {count} faces")
+            preview_faces(source, output, args)
         elif kind == "image":
             _require_suffix(output, PICTURE_SUFFIXES, "an image preview")
             faces = preview_image(source, output, args)
@@ -92,6 +90,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"raydetect preview: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def preview_faces(source: Path, output: Path, args: argparse.Namespace) -> None:
+    """The sheets of a job's output: faces or tracks, then clips and real/fake pairs when present."""
+    from raydetect.commands import preview_sheets as sheets
+
+    for flag, value in (("--max-clips", args.max_clips), ("--max-pairs", args.max_pairs)):
+        if value < 1:
+            raise PreviewError(f"{flag} must be >= 1, got {value}")
+    folders = sheets.job_folders(source)
+    crops = sheets.crop_description(folders.dest)
+    if has_track_ids(folders.faces):
+        tracks, count = write_track_sheet(
+            folders.faces, output, args.max_tracks, args.columns, args.tile_size, args.order, title=crops
+        )
+        print(f"wrote {output}: track sheet of {tracks} tracks, {count} faces" + (f" ({crops})" if crops else ""))
+    else:
+        count = write_contact_sheet(folders.faces, output, args.limit, args.columns, args.tile_size, args.order,
+                                    title=crops)
+        print(f"wrote {output}: contact sheet of {count} faces" + (f" ({crops})" if crops else ""))
+    if folders.dest is not None and sheets.parquet_files(folders.dest / sheets.CLIPS):
+        path = sheets.sheet_path(output, "clips")
+        clips, count = sheets.write_clip_sheet(folders.dest, path, args.max_clips, args.tile_size, crops)
+        print(f"wrote {path}: clip sheet of {clips} clips, {count} faces")
+    if sheets.has_originals(folders.faces):
+        path = sheets.sheet_path(output, "pairs")
+        pairs = sheets.write_pair_sheet(folders.faces, path, args.max_pairs, args.tile_size, crops)
+        print(f"wrote {path}: real/fake sheet of {pairs} pairs")
 
 
 def input_kind(path: Path) -> str:
@@ -200,9 +226,11 @@ def _shrink(image, detections, max_side: int | None):
     return small, detections.scaled(width / image.shape[1], height / image.shape[0])
 
 
-def write_contact_sheet(source: Path, output: Path, limit: int, columns: int, tile_size: int, order: str) -> int:
-    """Read face crops from Parquet and write the sheet; returns the number of faces shown."""
-    from raydetect.tuning.drawing import contact_sheet, decode_jpeg
+def write_contact_sheet(source: Path, output: Path, limit: int, columns: int, tile_size: int, order: str,
+                        title: str | None = None) -> int:
+    """Read face crops from Parquet and write the sheet (under ``title`` if given); returns the number of
+    faces shown."""
+    from raydetect.tuning.drawing import contact_sheet, decode_jpeg, titled
     from raydetect.tuning.image_folders import write_image
 
     if limit < 1:
@@ -217,7 +245,8 @@ def write_contact_sheet(source: Path, output: Path, limit: int, columns: int, ti
         except ValueError as exc:
             raise PreviewError(f"{source}: crop of {row.get('video')} frame {row.get('frame_index')}: {exc}") from None
         captions.append(_caption(row, with_video=len({r.get("video") for r in rows}) > 1))
-    write_image(output, contact_sheet(tiles, captions, columns=columns, tile_size=tile_size))
+    sheet = contact_sheet(tiles, captions, columns=columns, tile_size=tile_size)
+    write_image(output, titled(sheet, title) if title else sheet)
     return len(tiles)
 
 
@@ -255,9 +284,10 @@ def has_track_ids(source: Path) -> bool:
         return False
 
 
-def write_track_sheet(source: Path, output: Path, max_tracks: int, columns: int, tile_size: int, order: str):
-    """One row per track of a face table; returns (tracks shown, faces shown)."""
-    from raydetect.tuning.drawing import decode_jpeg, track_sheet
+def write_track_sheet(source: Path, output: Path, max_tracks: int, columns: int, tile_size: int, order: str,
+                      title: str | None = None):
+    """One row per track of a face table (under ``title`` if given); returns (tracks shown, faces shown)."""
+    from raydetect.tuning.drawing import decode_jpeg, titled, track_sheet
     from raydetect.tuning.image_folders import write_image
 
     if max_tracks < 1 or columns < 1:
@@ -285,9 +315,10 @@ def write_track_sheet(source: Path, output: Path, max_tracks: int, columns: int,
             else f"frames {track['first_frame']}-{track['last_frame']}"
         )
         faces = f"{track['count']} face{'s' if track['count'] != 1 else ''}"
-        title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {faces}"
-        sheet_rows.append((title, tiles, captions))
-    write_image(output, track_sheet(sheet_rows, tile_size=tile_size))
+        row_title = f"{Path(str(track['video'])).name} track {track['track_id']}: {span}, {faces}"
+        sheet_rows.append((row_title, tiles, captions))
+    sheet = track_sheet(sheet_rows, tile_size=tile_size)
+    write_image(output, titled(sheet, title) if title else sheet)
     return len(tracks), sum(len(track["faces"]) for track in tracks)
 
 

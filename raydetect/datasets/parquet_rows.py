@@ -67,7 +67,8 @@ class ParquetRows:
             self.paths.append(path)
         missing = [c for c in list(columns) + list(required) if c not in names]
         if missing:
-            raise DatasetError(f"{folder} has no column(s) {', '.join(missing)}")
+            hint = " (the job was run without --crops: its faces have no images)" if "crop" in missing else ""
+            raise DatasetError(f"{folder} has no column(s) {', '.join(missing)}{hint}")
         self.columns = list(columns) + [c for c in optional if c in names]
         self.groups = groups
         self.starts = np.cumsum([0] + [rows for _, _, rows in groups]).tolist()

@@ -1,4 +1,4 @@
-"""The per-video finalising step of the offline job: staged chunks in, the video's faces and tracks out.
+"""The per-video finalising step of the offline job: staged chunks in, the video's faces, tracks and clips out.
 
 Runs once per video, after every chunk of the video is staged (see :mod:`raydetect.offline.output`):
 
@@ -8,7 +8,8 @@ Runs once per video, after every chunk of the video is staged (see :mod:`raydete
 2. keeps an interpolated face (``--detect-every``) only where the video's tracks join the two
    detected faces it lies between, and drops the faces of tracks shorter than ``min_track_faces``;
 3. writes the video's faces, chunk file by chunk file into one Parquet file (memory holds one
-   chunk's crops at a time), then its tracks.
+   chunk's crops at a time), then its tracks, then (with clip options) its clips: each track's kept
+   faces, interpolated ones included, cut into clips by :func:`~raydetect.core.clips.track_clips`.
 
 Writing the same files again gives the same content, so a step that died is simply run again;
 the staged files stay until the video's ``ok`` row is written. No Ray here.
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from raydetect.core.clips import ClipOptions, track_clips
 from raydetect.core.tracking import TrackingOptions, find_cuts, link_tracks, long_track_faces
 from raydetect.offline.output import (
-    FACES, TRACKS, JobOutput, face_schema, staged_face_schema, track_schema, video_file_name,
+    CLIP_SCHEMA, CLIPS, FACES, TRACKS, JobOutput, face_schema, staged_face_schema, track_schema, video_file_name,
 )
 
 # Face numbers packed with their frame index into one int64 key: a frame holds fewer faces than this.
@@ -33,17 +35,19 @@ _FACES_PER_FRAME = 1 << 20
 @dataclass(frozen=True)
 class Finalised:
     """What finalising one video wrote: ``faces`` rows (``interpolated`` of them filled in),
-    ``tracks`` rows, and ``cuts``: the frame indices that start a new shot."""
+    ``tracks`` rows, ``cuts``: the frame indices that start a new shot, and ``clips`` rows."""
 
     faces: int
     interpolated: int
     tracks: int
     cuts: list[int]
+    clips: int = 0
 
 
 def finalise_video(output: JobOutput, key: str, video: str, label: str | None, tracking: TrackingOptions,
-                   crops: bool) -> Finalised:
-    """Link, filter and write one video's faces and tracks from its staged chunks (see the module docstring)."""
+                   crops: bool, clips: ClipOptions | None = None) -> Finalised:
+    """Link, filter and write one video's faces, tracks and (with ``clips``) clips from its staged chunks
+    (see the module docstring)."""
     face_files, frame_files = output.staged_files(key)
     frames = pa.concat_tables([output.read(path) for path in frame_files]) if frame_files else None
     if frames is None or frames.num_rows == 0:
@@ -96,8 +100,28 @@ def finalise_video(output: JobOutput, key: str, video: str, label: str | None, t
     if crops:
         tracks = tracks.append_column("best_crop", pa.array([best_crops.get(int(k)) for k in best_keys], pa.binary()))
     output.write_table(tracks.cast(track_schema(crops)), TRACKS, video_file_name(key))
+    clip_rows = 0
+    if clips is not None:
+        table = _clips(with_ids.filter(pa.array(keep)), video, label, clips)
+        output.write_table(table, CLIPS, video_file_name(key))
+        clip_rows = table.num_rows
     interpolated = int(np.count_nonzero(keep & faces.column("interpolated").to_numpy(zero_copy_only=False)))
-    return Finalised(written, interpolated, tracks.num_rows, cut_frames)
+    return Finalised(written, interpolated, tracks.num_rows, cut_frames, clip_rows)
+
+
+def _clips(faces: pa.Table, video: str, label: str | None, options: ClipOptions) -> pa.Table:
+    """One row per clip of the kept ``faces`` (detected and interpolated alike), track by track in id order."""
+    track = faces.column("track_id").to_numpy()
+    frame = faces.column("frame_index").to_numpy()
+    time_s = faces.column("timestamp_s").to_numpy()
+    order = np.lexsort((frame, track))
+    ids, starts = np.unique(track[order], return_index=True)
+    rows = []
+    for track_id, rows_of_track in zip(ids, np.split(order, starts[1:])):
+        for number, clip in enumerate(track_clips(frame[rows_of_track], time_s[rows_of_track], options)):
+            rows.append({"video": video, "label": label or None, "track_id": int(track_id), "clip_index": number,
+                         "frame_indices": clip.tolist()})
+    return pa.Table.from_pylist(rows, schema=CLIP_SCHEMA)
 
 
 def _track_ids(faces: pa.Table, frame_index: np.ndarray, timestamps: np.ndarray, cuts: np.ndarray,

@@ -6,7 +6,7 @@
          per actor, GPU if asked)
       -> small accounting records streamed back to the driver
       -> once every chunk of a video is staged: its finalising step (a Ray task) links the faces
-         into tracks over the whole video and writes its faces and tracks files
+         into tracks over the whole video and writes its faces and tracks files (and clips files)
       -> the driver writes one row per finished video.
 
 Streaming end to end: decode tasks yield chunks one at a time and Ray Data's backpressure bounds
@@ -16,7 +16,8 @@ from stalling the others.
 
 Nothing lost, nothing duplicated: every chunk's staged files have names fixed by the video and
 frame range, so a chunk redone after an actor died replaces them; the finalising step rewrites
-the video's two files whole, so one retried after its worker died writes the same files again.
+the video's files (faces, tracks, clips) whole, so one retried after its worker died writes the same
+files again.
 A video's row in DEST/videos is written only after its finalising step, and is what a re-run
 uses to skip it; files of a failed video are removed. See :mod:`raydetect.offline.output` for the
 layout and :mod:`raydetect.offline.finalise` for the tracks.
@@ -37,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from raydetect.core.clips import ClipOptions
 from raydetect.core.tracking import TrackingOptions
 from raydetect.offline.chunk_detection import ChunkDetector, DetectionOptions
 from raydetect.offline.estimate import JobEstimate, add_detector_time, estimate
@@ -106,6 +108,7 @@ class JobSpec:
     shards: ShardOptions = field(default_factory=ShardOptions)
     resources: Resources = field(default_factory=Resources)
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    clips: ClipOptions | None = None  # per-track clips into DEST/clips (None: no clips table)
     overwrite: bool = False
     storage_options: dict | None = None
     flush_seconds: float = 30.0  # write finished videos' rows at least this often
@@ -126,6 +129,7 @@ class JobSummary:
     frames_detected: int = 0
     faces: int = 0
     tracks: int = 0
+    clips: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -142,8 +146,9 @@ class JobSummary:
             f"inputs: {self.inputs} ({self.ok} ok, {self.failed} failed, {self.skipped} already done)",
             f"frames: {self.frames_decoded} decoded, {self.frames_detected} detected "
             f"({self.fps:.2f} frames/s over {self.seconds:.1f} s)",
-            f"faces: {self.faces} in {self.tracks} tracks",
-            f"output: {self.output}/faces, {self.output}/tracks and {self.output}/videos",
+            f"faces: {self.faces} in {self.tracks} tracks" + (f", {self.clips} clips" if self.clips else ""),
+            f"output: {self.output}/faces, {self.output}/tracks{', ' + self.output + '/clips' if self.clips else ''} "
+            f"and {self.output}/videos",
         ]
         for message in self.errors[:20]:
             lines.append(f"failed: {message}")
@@ -345,6 +350,7 @@ class _VideoState:
     frames_detected: int = 0
     faces: int = 0
     tracks: int = 0
+    clips: int = 0
     cuts: list = field(default_factory=list)
     seconds: float = 0.0
     io_retries: int = 0
@@ -399,6 +405,7 @@ class _VideoState:
             "io_retries": self.io_retries,
             "tracks": self.tracks,
             "cuts": self.cuts,
+            "clips": self.clips,
         }
 
 
@@ -438,7 +445,7 @@ class _Finalisers:
         item = state.item
         ref = self.task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
                                video_key(item.video), item.video, item.label, self.spec.tracking,
-                               self.spec.detection.crops)
+                               self.spec.detection.crops, self.spec.clips)
         self.pending[ref] = state
 
     def finished(self, wait: bool = False) -> list[_VideoState]:
@@ -455,14 +462,15 @@ class _Finalisers:
             except Exception as exc:  # this video fails, the job goes on
                 state.error = f"{state.item.video}: finalising failed: {type(exc).__name__}: {exc}"
             else:
-                state.faces, state.tracks, state.cuts = result.faces, result.tracks, result.cuts
+                state.faces, state.tracks, state.cuts, state.clips = (result.faces, result.tracks, result.cuts,
+                                                                      result.clips)
             states.append(state)
         return states
 
 
 def _finalise(dest: str, storage_options: dict | None, retry: RetryPolicy, key: str, video: str,
-              label: str | None, tracking: TrackingOptions, crops: bool):
-    return finalise_video(JobOutput(dest, storage_options, retry), key, video, label, tracking, crops)
+              label: str | None, tracking: TrackingOptions, crops: bool, clips: ClipOptions | None):
+    return finalise_video(JobOutput(dest, storage_options, retry), key, video, label, tracking, crops, clips)
 
 
 def run_job(spec: JobSpec, ray=None) -> JobSummary:
@@ -538,7 +546,7 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     rows.flush()
     output.remove_temporaries()
     output.remove_staging()
-    output.ensure_readable_faces(spec.detection.crops)
+    output.ensure_readable_faces(spec.detection.crops, clips=spec.clips is not None)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -590,13 +598,15 @@ def _tick(spec: JobSpec, states: dict, rows: "_VideoRows", timers: dict, started
 
 def result_options(spec: JobSpec) -> dict:
     """The options that decide the output's content (recorded in DEST/_job.json): detection,
-    sampling, tracking; not the ones that only change speed or placement."""
+    sampling, tracking, clips; not the ones that only change speed or placement."""
     sampling = spec.shards.sampling
     return {
         **spec.detection.result_options(),
         "every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count,
         "detect_every": spec.shards.detect_every,
         "tracking": asdict(spec.tracking),
+        # Only with clips: a DEST written without them keeps the options it recorded.
+        **({"clips": asdict(spec.clips)} if spec.clips else {}),
     }
 
 
@@ -609,6 +619,7 @@ def _count(summary: JobSummary, state: _VideoState) -> None:
     summary.frames_detected += state.frames_detected
     summary.faces += state.faces
     summary.tracks += state.tracks
+    summary.clips += state.clips
 
 
 def _log_progress(states: dict, elapsed: float) -> None:

@@ -6,10 +6,11 @@ Layout under DEST (a local path or any fsspec URL):
   signatures. The names are a function of the video and the frame range alone, so a chunk that is
   redone (a restarted actor) replaces its files instead of adding a second copy.
 - ``faces/<key>.parquet``: the faces of one video with their track ids, and ``tracks/<key>.parquet``
-  its tracks, written by the video's finalising step once every chunk of the video is staged.
+  its tracks, written by the video's finalising step once every chunk of the video is staged;
+  with clip options also ``clips/<key>.parquet``, its per-track clips (the rule: :mod:`raydetect.core.clips`).
 - ``videos/part-<run>-<n>.parquet``: one row per finished input, ``ok`` or ``error``. A video's
-  ``ok`` row is its completion marker: it is written only after the video's faces and tracks
-  files; its staged files are deleted after that.
+  ``ok`` row is its completion marker: it is written only after the video's faces, tracks and
+  clips files; its staged files are deleted after that.
 - ``_job.json``: the options that decide the results; a re-run with other options is refused
   unless ``overwrite``.
 
@@ -125,6 +126,7 @@ VIDEO_SCHEMA = pa.schema(
         ("io_retries", pa.int64()),
         ("tracks", pa.int64()),
         ("cuts", pa.list_(pa.int64())),
+        ("clips", pa.int64()),  # rows in DEST/clips (0 without clip options)
     ]
 )
 
@@ -286,7 +288,7 @@ class JobOutput:
 
     def clear(self) -> None:
         """Remove every result of earlier runs (for ``--overwrite``)."""
-        for folder in (FACES, TRACKS, VIDEOS, STAGING):
+        for folder in (FACES, TRACKS, CLIPS, VIDEOS, STAGING):
             if self.fs.exists(self.path(folder)):
                 self.fs.rm(self.path(folder), recursive=True)
 
@@ -332,12 +334,12 @@ class JobOutput:
                 self.fs.rm(path)
 
     def remove_faces_of(self, keys: set[str]) -> int:
-        """Delete every face, track and staged file of the videos with these keys; returns how many
-        faces and tracks files went."""
+        """Delete every face, track, clip and staged file of the videos with these keys; returns how many
+        faces, tracks and clips files went."""
         if not keys:
             return 0
         doomed = [
-            p for folder in (FACES, TRACKS) for p in self._files(folder)
+            p for folder in (FACES, TRACKS, CLIPS) for p in self._files(folder)
             if posixpath.basename(p).split("-", 1)[0].split(".", 1)[0] in keys
         ]
         if doomed:
@@ -347,7 +349,7 @@ class JobOutput:
 
     def remove_temporaries(self) -> None:
         """Delete temporary files left by writers that died (call when no writer is running)."""
-        for folder in (FACES, TRACKS, VIDEOS, ""):
+        for folder in (FACES, TRACKS, CLIPS, VIDEOS, ""):
             path = self.path(folder) if folder else self.root
             if not self.fs.exists(path):
                 continue
@@ -355,10 +357,12 @@ class JobOutput:
             if stale:
                 self.fs.rm(stale)
 
-    def ensure_readable_faces(self, crops: bool) -> None:
+    def ensure_readable_faces(self, crops: bool, clips: bool = False) -> None:
         """An empty table when no video had a face, so ``read_parquet(DEST/faces)`` and
-        ``read_parquet(DEST/tracks)`` still work."""
+        ``read_parquet(DEST/tracks)`` (and ``DEST/clips`` with ``clips``) still work."""
         if not self._files(FACES):
             self.write_table(face_schema(crops).empty_table(), FACES, "empty.parquet")
         if not self._files(TRACKS):
             self.write_table(track_schema(crops).empty_table(), TRACKS, "empty.parquet")
+        if clips and not self._files(CLIPS):
+            self.write_table(CLIP_SCHEMA.empty_table(), CLIPS, "empty.parquet")

@@ -170,6 +170,47 @@ def track_sheet(
     return sheet
 
 
+def titled(sheet: np.ndarray, title: str, padding: int = 4) -> np.ndarray:
+    """``sheet`` (H, W, 3) uint8 RGB under a band with ``title`` (what the whole sheet shows), as wide as the
+    sheet, the text wrapped at spaces onto as many lines as it needs (:func:`title_height` pixels)."""
+    canvas = _rgb_copy(sheet)
+    width = canvas.shape[1]
+    scale, line_h = _title_scale(width), _title_line_height(width)
+    lines = _wrapped(title, width - 2 * padding, scale)
+    band = np.empty((title_height(title, width, padding), width, 3), np.uint8)
+    band[:] = SHEET_BACKGROUND
+    for number, line in enumerate(lines):
+        baseline = padding + (number + 1) * line_h - line_h // 4
+        cv2.putText(band, line, (padding, baseline), _FONT, scale, (255, 255, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, canvas])
+
+
+def title_height(title: str, width: int, padding: int = 4) -> int:
+    """Pixels of the band :func:`titled` puts with ``title`` over a sheet ``width`` pixels wide."""
+    lines = _wrapped(title, width - 2 * padding, _title_scale(width))
+    return len(lines) * _title_line_height(width) + 2 * padding
+
+
+def _title_scale(width: int) -> float:
+    return min(max(width / 900, 0.35), 0.8)
+
+
+def _title_line_height(width: int) -> int:
+    return int(cv2.getTextSize("Ag", _FONT, _title_scale(width), 1)[0][1] * 2)
+
+
+def _wrapped(text: str, width: int, scale: float) -> list[str]:
+    """``text`` cut at spaces into lines that fit ``width`` pixels (a word longer than a line is shortened)."""
+    lines: list[str] = []
+    for word in text.split():
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(joined, _FONT, scale, 1)[0][0] <= width:
+            lines[-1] = joined
+        else:
+            lines.append(_fit_text(word, width, scale))
+    return lines or [""]
+
+
 def decode_jpeg(data: bytes) -> np.ndarray:
     """(H, W, 3) uint8 RGB from JPEG (or PNG) bytes; ValueError if they do not decode."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
