@@ -51,7 +51,7 @@ from raydetect.offline.sources import VideoInput, list_inputs
 log = logging.getLogger("raydetect.offline.job")
 
 # What a decode worker needs, measured with benchmarks/decode_memory.py (figures in docs/benchmarks.md):
-DECODER_MEMORY = 160 << 20  # the worker beside its chunks: Ray, Python, OpenCV, pyarrow, FFmpeg
+DECODER_MEMORY = 200 << 20  # the worker beside its chunks: Ray, Python, OpenCV, pyarrow, FFmpeg (1080p)
 CHUNK_COPIES = 7  # chunk-sized buffers alive at its peak: frames, the chunk's bytes, its Arrow block, freed pages
 MEMORY_HEADROOM = 1.25  # Ray Data warns when a worker's peak exceeds its declared memory / 1.25
 
