@@ -32,7 +32,9 @@ from raydetect.core.clips import CLIP_SPACINGS, ClipError, ClipOptions
 from raydetect.core.crops import CROP_FORMATS, PAD_MODES, CropError, CropOptions, parse_crop_size
 from raydetect.core.tracking import TrackingOptions
 from raydetect.commands.detector_args import add_detector_arguments
+from raydetect.offline.job import Resources
 from raydetect.offline.retrying_io import RetryPolicy
+from raydetect.offline.shards import CHUNK_BYTES, ShardOptions
 
 QUICKSTART_OUTPUT = "quickstart-output"
 
@@ -81,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              f"{TrackingOptions.min_track_faces}: keep every face)",
     )
     tracks.add_argument(
-        "--detect-every", type=_positive_int, default=1, metavar="K",
+        "--detect-every", type=_positive_int, default=ShardOptions.detect_every, metavar="K",
         help="run the detector on every Kth sampled frame only; the sampled frames between get their "
              "tracks' boxes and landmarks interpolated (column 'interpolated') (default 1: detect all)",
     )
@@ -105,13 +107,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     crops = parser.add_argument_group("face crops")
     crops.add_argument("--crops", action="store_true", help="store a crop of every face (column 'crop')")
     crops.add_argument(
-        "--crop-size", type=_crop_size, default=(224, 224), metavar="N|WxH",
-        help="crop size in pixels: N for a square, WIDTHxHEIGHT otherwise (default 224)",
+        "--crop-size", type=_crop_size, default=(CropOptions.width, CropOptions.height), metavar="N|WxH",
+        help="crop size in pixels: N for a square, WIDTHxHEIGHT otherwise "
+             f"(default {CropOptions.width}x{CropOptions.height})",
     )
     crops.add_argument(
-        "--crop-margin", type=_non_negative_float, default=0.3,
+        "--crop-margin", type=_non_negative_float, default=CropOptions.margin,
         help="context around the face: the region's shorter side is the face's longer side x (1 + margin); "
-             "with --align the template shrinks by 1 / (1 + margin) (default 0.3)",
+             f"with --align the template shrinks by 1 / (1 + margin) (default {CropOptions.margin:g})",
     )
     crops.add_argument("--align", action="store_true",
                        help="warp each face onto the 5-point ArcFace template by a similarity transform "
@@ -121,7 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "is cut to the frame and stretched; not with --align) (default zero)")
     crops.add_argument("--crop-format", choices=CROP_FORMATS, default=None,
                        help="jpeg, or png for lossless crops (default jpeg)")
-    crops.add_argument("--crop-quality", type=_jpeg_quality, default=90, help="JPEG quality 1-100 (default 90)")
+    crops.add_argument("--crop-quality", type=_jpeg_quality, default=CropOptions.quality,
+                       help=f"JPEG quality 1-100 (default {CropOptions.quality})")
 
     cluster = parser.add_argument_group("cluster")
     cluster.add_argument(
@@ -136,18 +140,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cluster.add_argument("--cpus-per-actor", type=_positive_float, help="CPUs per detector actor")
     cluster.add_argument(
-        "--decode-cpus", type=_positive_float, default=0.5, help="CPUs per decode task (default 0.5)"
+        "--decode-cpus", type=_positive_float, default=Resources.decode_cpus,
+        help=f"CPUs per decode task (default {Resources.decode_cpus:g})",
     )
     cluster.add_argument("--threads-per-actor", type=_positive_int, help="torch threads of a CPU detector actor")
     cluster.add_argument(
-        "--shard-frames", type=_positive_int, default=300,
+        "--shard-frames", type=_positive_int, default=ShardOptions.shard_frames,
         help="frames of a video per shard: a longer video is split over several decode tasks and actors "
-             "(default 300)",
+             f"(default {ShardOptions.shard_frames})",
     )
     cluster.add_argument(
         "--chunk-mib", type=_positive_int, default=None,
         help="decoded frames handed to a detector actor at once, MiB of RGB pixels; each chunk with faces "
-             "is one Parquet file (default 256 on GPU, 32 on CPU)",
+             f"is one Parquet file (default {CHUNK_BYTES['cuda'] >> 20} on GPU, {CHUNK_BYTES['cpu'] >> 20} on CPU)",
     )
     cluster.add_argument(
         "--storage-options", type=_json_object, default=None, metavar="JSON",
@@ -194,8 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def job_spec(args: argparse.Namespace):
     """The JobSpec the parsed options describe (raises ValueError for inconsistent options)."""
     from raydetect.offline.chunk_detection import DetectionOptions
-    from raydetect.offline.job import JobSpec, Resources
-    from raydetect.offline.shards import ShardOptions
+    from raydetect.offline.job import JobSpec
     from raydetect.offline.video import Sampling
 
     sources = list(args.sources)
