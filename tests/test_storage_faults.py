@@ -108,3 +108,26 @@ def test_the_job_survives_failing_storage_and_reports_each_bad_object(ray_sessio
     assert detectors
     assert all(a["NumRestarts"] == 0 for a in detectors)
     assert _segfaults_since(started) == []
+
+
+def test_dry_run_reports_an_input_whose_probe_kills_its_worker(ray_session, data_dir, tmp_path):
+    """The dry run probes on the cluster too: an object that kills its reader at every attempt is
+    an input that cannot be probed, and the others are still counted."""
+    from raydetect.offline.job import dry_run
+
+    clip = (data_dir / CROWD).read_bytes()
+    with FaultyServer({CROWD: clip, "poison.mp4": clip}, poisoned={"poison.mp4"}) as server:
+        spec = _spec([server.url("poison.mp4"), server.url(CROWD)], tmp_path / "never-written",
+                     worker_retries=WORKER_RETRIES)
+        outcome = {}
+        worker = threading.Thread(target=lambda: outcome.update(result=dry_run(spec, calibrate=False)), daemon=True)
+        worker.start()
+        worker.join(JOB_TIMEOUT_S)
+        assert not worker.is_alive(), f"the dry run did not finish within {JOB_TIMEOUT_S} s"
+    result = outcome["result"]
+    assert (result.videos, result.probed, result.frames) == (2, 1, 24)
+    [(video, error)] = result.failed
+    assert video == server.url("poison.mp4") and f"failed {WORKER_RETRIES + 1} times" in error
+    # Tried with the other input, then alone: each attempt killed, then given up.
+    assert len(server.killed) == 2 * (WORKER_RETRIES + 1)
+    assert not (tmp_path / "never-written").exists()

@@ -533,10 +533,7 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     rows.flush()
     for state in states.values():
         if not state.complete and state.error is None:
-            state.error = (
-                f"{state.item.video}: incomplete: a task working on it failed {spec.worker_retries + 1} times "
-                "(its worker died: a decoder crash, out of memory or a lost node; see the Ray worker logs)"
-            )
+            state.error = f"{state.item.video}: incomplete: {_worker_died(spec.worker_retries)}"
     output.remove_faces_of({video_key(s.item.video) for s in states.values() if s.error})
     for state in states.values():
         if state.error:
@@ -564,11 +561,7 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
     todo = [item for item in inputs if finished.get(item.video) != "ok"]
     _, _, _, threads, device = _resources(spec.resources, ray)
     detection, shards = _stage_options(spec, device, threads)
-    columns = ["video", "error", "frame_count", "fps", "width", "height"]
-    rows = []
-    if todo:
-        planned = _planned_shards(todo, shards, ray, retries=spec.worker_retries, beside_decoding=False)
-        rows = list(planned.select_columns(columns).iter_rows())
+    rows = _probe_rows(todo, shards, ray, spec.worker_retries) if todo else []
     result = estimate(rows, len(todo), shards, crops=detection.crops,
                       crop_pixels=detection.crop.width * detection.crop.height)
     result.skipped = len(inputs) - len(todo)
@@ -583,6 +576,31 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
         else:
             add_detector_time(result, calibration, detection.min_face_size, detection.scale_factor)
     return result
+
+
+def _probe_rows(todo: list[VideoInput], shards: ShardOptions, ray, retries: int) -> list[dict]:
+    """The dry run's shard rows of ``todo`` (video, error, frame_count, fps, width, height); an input
+    whose probe kills its worker at every attempt gets an error row instead of ending the dry run."""
+    columns = ["video", "error", "frame_count", "fps", "width", "height"]
+    rows, passes = [], [(todo, PROBES_PER_TASK)]
+    while passes:
+        items, probes_per_task = passes.pop()
+        planned = _planned_shards(items, shards, ray, probes_per_task, retries, beside_decoding=False)
+        planned.context.max_errored_blocks = -1  # a lost planning task loses its inputs' rows, not the run
+        rows += planned.select_columns(columns).iter_rows()
+        heard = {row["video"] for row in rows}
+        unheard = [item for item in items if item.video not in heard]
+        if unheard and probes_per_task > 1:  # as in run_job: the others of a lost task get a second pass
+            passes.append((unheard, 1))
+            continue
+        rows += [{"video": item.video, "frame_count": 0, "fps": 0.0, "width": 0, "height": 0,
+                  "error": f"{item.video}: cannot probe: {_worker_died(retries)}"} for item in unheard]
+    return rows
+
+
+def _worker_died(retries: int) -> str:
+    return (f"a task working on it failed {retries + 1} times (its worker died: a decoder crash, out of memory "
+            "or a lost node; see the Ray worker logs)")
 
 
 def _tick(spec: JobSpec, states: dict, rows: "_VideoRows", timers: dict, started: float) -> None:
