@@ -4,7 +4,8 @@
                      [--every N | --fps F | --frames-per-video K] [--max-side S]
                      [--crops --crop-size 224|WxH --crop-margin 0.3 --align
                      --crop-pad zero|edge|resize --crop-format jpeg|png] [--detect-every K]
-                     [--track-max-gap SECONDS] [--min-track-faces N] [--io-retries N] [--dry-run]
+                     [--track-max-gap SECONDS] [--min-track-faces N] [--reuse-original-boxes]
+                     [--io-retries N] [--dry-run]
                      [--address auto] [--gpus-per-actor G]
 
 SOURCE: a video, a directory, a glob, any fsspec URL (s3://, gs://, file://, memory://) or a manifest
@@ -81,6 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detect-every", type=_positive_int, default=1, metavar="K",
         help="run the detector on every Kth sampled frame only; the sampled frames between get their "
              "tracks' boxes and landmarks interpolated (column 'interpolated') (default 1: detect all)",
+    )
+
+    dfdc = parser.add_argument_group("DFDC fakes")
+    dfdc.add_argument(
+        "--reuse-original-boxes", action="store_true",
+        help="SOURCEs must be DFDC metadata.json files: detect the REAL videos only and give each FAKE its "
+             "original's faces and tracks (same frames, boxes, landmarks, track ids; crops cut from the fake's "
+             "own frames). A fake whose original is missing, failed, or differs in size, frame count or rate is "
+             "detected; its DEST/videos row says why (boxes_note)",
     )
 
     crops = parser.add_argument_group("face crops")
@@ -236,6 +246,7 @@ def job_spec(args: argparse.Namespace):
     return JobSpec(
         sources=sources, output=output, detection=detection, shards=shards, resources=resources,
         tracking=tracking, overwrite=args.overwrite, storage_options=args.storage_options,
+        reuse_original_boxes=args.reuse_original_boxes,
     )
 
 

@@ -43,8 +43,9 @@ from raydetect.offline.estimate import JobEstimate, add_detector_time, estimate
 from raydetect.offline.finalise import finalise_video
 from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
+from raydetect.offline.reuse import ChunkCropper, copy_from_original, mismatch, plan_reuse, probe_record
 from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
-from raydetect.offline.sources import VideoInput, list_inputs
+from raydetect.offline.sources import VideoInput, check_reuse_sources, list_inputs
 
 log = logging.getLogger("raydetect.offline.job")
 
@@ -69,6 +70,8 @@ WORKER_RETRIES = 3
 # A finalising step mostly waits on storage and holds one chunk's crops at a time: a small CPU share,
 # so it runs beside the actors instead of queueing behind them.
 FINALISE_CPUS = 0.25
+# Cropping a fake's chunk with its original's boxes (--reuse-original-boxes) costs about what decoding does.
+CROP_CPUS = 0.5
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ class JobSpec:
     flush_seconds: float = 30.0  # write finished videos' rows at least this often
     worker_retries: int = WORKER_RETRIES  # attempts after the first of a task whose worker died
     progress_seconds: float = 10.0
+    reuse_original_boxes: bool = False  # DFDC fakes take their original's faces (see raydetect.offline.reuse)
+
+    def __post_init__(self) -> None:
+        if self.reuse_original_boxes:
+            check_reuse_sources(self.sources)
 
 
 @dataclass
@@ -168,6 +176,20 @@ class _DecodeStage:
 
     def __call__(self, row: dict):
         yield from decode_chunks(row, self.options)
+
+
+class _CropStage:
+    """Ray Data ``map_batches`` callable (tasks, no detector): a fake's chunks cropped with its original's
+    boxes (see :class:`~raydetect.offline.reuse.ChunkCropper`)."""
+
+    def __init__(self, *args):
+        self.args = args
+        self.stage = None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.stage is None:
+            self.stage = ChunkCropper(*self.args)
+        return pa.Table.from_pylist([self.stage.process(_record(batch, i)) for i in range(batch.num_rows)])
 
 
 class DetectActor:
@@ -340,6 +362,8 @@ class _VideoState:
     fps: float = 0.0
     width: int = 0
     height: int = 0
+    boxes_from: str | None = None  # reusing the faces of this original (--reuse-original-boxes)
+    boxes_note: str | None = None  # why a fake with an original was detected instead
 
     def add(self, record: dict) -> bool:
         """Count one accounting record (a repeat is ignored); True if it was new."""
@@ -387,6 +411,9 @@ class _VideoState:
             "io_retries": self.io_retries,
             "tracks": self.tracks,
             "cuts": self.cuts,
+            "original": self.item.original,
+            "boxes_from": self.boxes_from,
+            "boxes_note": self.boxes_note,
         }
 
 
@@ -419,14 +446,19 @@ class _Finalisers:
     def __init__(self, spec: JobSpec, ray):
         self.ray = ray
         self.task = ray.remote(num_cpus=FINALISE_CPUS, max_retries=spec.worker_retries)(_finalise)
+        self.copy_task = ray.remote(num_cpus=FINALISE_CPUS, max_retries=spec.worker_retries)(_copy_from_original)
         self.spec = spec
         self.pending: dict = {}  # object ref -> _VideoState
 
     def start(self, state: _VideoState) -> None:
         item = state.item
-        ref = self.task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
-                               video_key(item.video), item.video, item.label, self.spec.tracking,
-                               self.spec.detection.crops)
+        if state.boxes_from:  # a fake reusing its original's faces: copies, nothing to link
+            ref = self.copy_task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
+                                        item, self.spec.detection.crops, state.cuts)
+        else:
+            ref = self.task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
+                                   video_key(item.video), item.video, item.label, self.spec.tracking,
+                                   self.spec.detection.crops, item.original)
         self.pending[ref] = state
 
     def finished(self, wait: bool = False) -> list[_VideoState]:
@@ -449,8 +481,13 @@ class _Finalisers:
 
 
 def _finalise(dest: str, storage_options: dict | None, retry: RetryPolicy, key: str, video: str,
-              label: str | None, tracking: TrackingOptions, crops: bool):
-    return finalise_video(JobOutput(dest, storage_options, retry), key, video, label, tracking, crops)
+              label: str | None, tracking: TrackingOptions, crops: bool, original: str | None):
+    return finalise_video(JobOutput(dest, storage_options, retry), key, video, label, tracking, crops, original)
+
+
+def _copy_from_original(dest: str, storage_options: dict | None, retry: RetryPolicy, fake: VideoInput,
+                        crops: bool, cuts: list[int]):
+    return copy_from_original(JobOutput(dest, storage_options, retry), fake, crops, cuts)
 
 
 def run_job(spec: JobSpec, ray=None) -> JobSummary:
@@ -485,11 +522,10 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
                 rows.add(state.row())
                 _count(summary, state)
 
-    passes = [(todo, PROBES_PER_TASK)] if todo else []
-    while passes:
-        videos, probes_per_task = passes.pop()
+    def take(records) -> None:
+        """Count the accounting records of a pass; a video whose records are all in goes to its finalising step."""
         try:
-            for record in build_dataset(spec, videos, ray, probes_per_task).iter_rows():
+            for record in records:
                 state = states[record["video"]]
                 if state.add(record) and state.complete and not state.error:
                     finalisers.start(state)
@@ -498,12 +534,33 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
         except BaseException:
             rows.flush()  # keep what finished: a re-run skips it
             raise
-        # A planning task probes several inputs: one that kills its worker at every attempt takes the
-        # others down with it. Inputs that never reported get a second pass, one input per task.
-        unheard = [s.item for s in states.values() if s.num_shards is None and s.error is None]
-        if unheard and probes_per_task > 1:
-            log.info("%d inputs lost with a planning task that kept failing: probing them one per task", len(unheard))
-            passes.append((unheard, 1))
+
+    def detect(videos: list[VideoInput]) -> None:
+        passes = [(videos, PROBES_PER_TASK)] if videos else []
+        while passes:
+            videos, probes_per_task = passes.pop()
+            take(build_dataset(spec, videos, ray, probes_per_task).iter_rows())
+            # A planning task probes several inputs: one that kills its worker at every attempt takes the
+            # others down with it. Inputs that never reported get a second pass, one input per task.
+            unheard = [states[v.video].item for v in videos
+                       if states[v.video].num_shards is None and states[v.video].error is None]
+            if unheard and probes_per_task > 1:
+                log.info("%d inputs lost with a planning task that kept failing: probing them one per task",
+                         len(unheard))
+                passes.append((unheard, 1))
+
+    if spec.reuse_original_boxes:
+        plan = plan_reuse(todo, inputs)
+        for video, note in plan.notes.items():
+            states[video].boxes_note = note
+        log.info("reusing originals' faces: %d videos to detect first, then %d fakes", len(plan.detect),
+                 len(plan.fakes))
+        detect(plan.detect)
+        record_finished(finalisers.finished(wait=True))
+        rows.flush()  # the originals' rows, read back next
+        detect(_reuse_original_faces(spec, plan.fakes, states, output, finalisers, take, ray))
+    else:
+        detect(todo)
     try:
         record_finished(finalisers.finished(wait=True))
     except BaseException:
@@ -529,6 +586,70 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     output.ensure_readable_faces(spec.detection.crops)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _reuse_original_faces(spec: JobSpec, fakes: list[VideoInput], states: dict, output: JobOutput,
+                          finalisers: _Finalisers, take, ray) -> list[VideoInput]:
+    """Give each fake whose original is done its original's faces (see :mod:`raydetect.offline.reuse`);
+    returns the fakes to detect instead, their ``boxes_note`` set. ``take``: counts a pass's records.
+
+    Every fake is probed by a Ray task and compared with its original's row; the matching ones are
+    decoded and cropped with the original's boxes (with crops; without, nothing is decoded), then
+    each gets a copying step in place of the finalising one."""
+    import ray.data
+
+    if not fakes:
+        return []
+    earlier = output.video_rows({f.original for f in fakes if f.original not in states})
+    ready, detect = [], []
+    for fake in fakes:
+        original = states.get(fake.original)
+        if original is not None:
+            row = original.row() if original.complete else {**original.row(), "status": "error"}
+        else:
+            row = earlier.get(fake.original, {"video": fake.original, "status": "error"})
+        if row["status"] != "ok":
+            states[fake.video].boxes_note = mismatch({}, row)
+            detect.append(fake)
+        else:
+            ready.append((fake, row))
+    if not ready:
+        return detect
+    _, _, _, threads, device = _resources(spec.resources, ray)
+    _, shards = _stage_options(spec, device, threads)
+    probed: dict[str, list[dict]] = {}
+    for shard in _planned_shards([fake for fake, _ in ready], shards, ray, retries=spec.worker_retries).iter_rows():
+        probed.setdefault(shard["video"], []).append(shard)
+    reused: list[dict] = []
+    for fake, row in ready:
+        state = states[fake.video]
+        planned = probed.get(fake.video)
+        if not planned:  # its planning task kept failing: reported as incomplete at the end
+            continue
+        note = None if planned[0]["error"] else mismatch(planned[0], row)
+        if note:
+            state.boxes_note = note
+            detect.append(fake)
+            continue
+        state.boxes_from, state.cuts = fake.original, list(row["cuts"] or [])
+        reused.extend(planned)  # a shard that failed to probe becomes the fake's error row
+    log.info("%d fakes reuse their original's faces, %d are detected", len({r["video"] for r in reused}),
+             len(detect))
+    if not spec.detection.crops:
+        take(probe_record(shard) for shard in reused)
+        return detect
+    if reused:
+        by_key = {video_key(fake.video): fake for fake, _ in ready}
+        dataset = ray.data.from_items(reused, override_num_blocks=len(reused)).repartition(target_num_rows_per_block=1)
+        dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus, spec.worker_retries)
+        with _remote_args_allowed():
+            dataset = dataset.map_batches(
+                _CropStage(spec.detection.crop, spec.output, spec.storage_options, spec.shards.retry, by_key),
+                batch_size=1, batch_format="pyarrow", num_cpus=CROP_CPUS, max_retries=spec.worker_retries,
+            )
+        configure_context(dataset.context, shards.chunk_bytes)
+        take(dataset.iter_rows())
+    return detect
 
 
 def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message: None) -> JobEstimate:
@@ -585,6 +706,8 @@ def result_options(spec: JobSpec) -> dict:
         "every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count,
         "detect_every": spec.shards.detect_every,
         "tracking": asdict(spec.tracking),
+        # Recorded only when on, so that the DESTs of earlier versions stay usable.
+        **({"reuse_original_boxes": True} if spec.reuse_original_boxes else {}),
     }
 
 
