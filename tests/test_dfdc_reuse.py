@@ -1,7 +1,8 @@
 """``--reuse-original-boxes`` on a generated DFDC-style folder, end to end on the session's local Ray.
 
 The folder (benchmarks/dfdc_folder.py): one original cut from the vendored Hamilton clip, two fakes
-whose face boxes were inverted, a fake whose original is not in the manifest and one of 3/4 the size.
+whose face boxes were inverted, a fake whose original is not in the manifest, one of 3/4 the size
+and one whose file is missing.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def dfdc(ray_session, data_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dfdc")
     _folder_maker().make_folder([str(data_dir / HAMILTON)], folder, fakes=2, frames=24, size=(640, 360),
                                 unmatched=True)
+    metadata = json.loads((folder / "metadata.json").read_text())  # and a fake whose file is missing
+    metadata["fake_missing.avi"] = {"label": "FAKE", "split": "train", "original": "real_00.avi"}
+    (folder / "metadata.json").write_text(json.dumps(metadata))
     dest = tmp_path_factory.mktemp("dfdc-out")
     summary = run_job(_spec([folder / "metadata.json"], dest))
     return folder, dest, summary
@@ -69,7 +73,8 @@ def _video(folder, name) -> str:
 
 def test_fakes_take_their_originals_rows(dfdc):
     folder, dest, summary = dfdc
-    assert summary.exit_status == 0 and (summary.ok, summary.failed) == (5, 0), summary.text()
+    assert (summary.ok, summary.failed) == (5, 1), summary.text()
+    assert summary.errors == [f"{folder}/fake_missing.avi: no such file"]
     faces, tracks, videos = _read(dest, "faces"), _read(dest, "tracks"), _read(dest, "videos").set_index("video")
     real = _video(folder, "real_00.avi")
     original = faces[faces.video == real].sort_values(["frame_index", "face_index"]).reset_index(drop=True)
@@ -118,6 +123,16 @@ def test_real_and_fake_crops_line_up(dfdc):
     assert outside_diffs and max(outside_diffs) < 6, outside_diffs
 
 
+def test_face_crops_dataset_names_the_original(dfdc):
+    from raydetect.datasets import FaceCrops
+
+    folder, dest, _ = dfdc
+    items = [FaceCrops(str(dest))[i] for i in range(len(FaceCrops(str(dest))))]
+    fakes = [item for item in items if item["video"] == _video(folder, "fake_00_00.avi")]
+    assert fakes and all(item["original"] == _video(folder, "real_00.avi") for item in fakes)
+    assert all(item["original"] == "" for item in items if item["video"] == _video(folder, "real_00.avi"))
+
+
 def test_fakes_that_cannot_reuse_are_detected_and_say_why(dfdc):
     folder, dest, _ = dfdc
     videos = _read(dest, "videos").set_index("video")
@@ -136,7 +151,7 @@ def test_a_rerun_skips_everything(dfdc):
     folder, dest, _ = dfdc
     before = len(_read(dest, "faces"))
     again = run_job(_spec([folder / "metadata.json"], dest))
-    assert (again.skipped, again.ok, again.failed, again.frames_decoded) == (5, 0, 0, 0)
+    assert (again.skipped, again.ok, again.failed, again.frames_decoded) == (5, 0, 1, 0)  # the missing fake again
     assert len(_read(dest, "faces")) == before
 
 

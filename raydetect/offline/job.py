@@ -9,6 +9,11 @@
          into tracks over the whole video and writes its faces and tracks files
       -> the driver writes one row per finished video.
 
+With ``--reuse-original-boxes`` (:mod:`raydetect.offline.reuse`) that runs for the DFDC originals first;
+then the fakes are probed (CPU tasks), those that match their original decoded and cropped with its
+boxes (CPU tasks, no detector) and given copies of its rows by a copying step in place of the
+finalising one; the fakes that do not match go through the pipeline above.
+
 Streaming end to end: decode tasks yield chunks one at a time and Ray Data's backpressure bounds
 the chunks in flight, so memory does not grow with the number of videos. A long video spreads
 over many shards, hence many decode tasks and actors; pull-based dispatch keeps a crowded shard
@@ -70,7 +75,8 @@ WORKER_RETRIES = 3
 # A finalising step mostly waits on storage and holds one chunk's crops at a time: a small CPU share,
 # so it runs beside the actors instead of queueing behind them.
 FINALISE_CPUS = 0.25
-# Cropping a fake's chunk with its original's boxes (--reuse-original-boxes) costs about what decoding does.
+# CPUs of an actor that crops fakes' chunks with their originals' boxes (--reuse-original-boxes): cropping
+# costs about what decoding does.
 CROP_CPUS = 0.5
 
 
@@ -178,17 +184,15 @@ class _DecodeStage:
         yield from decode_chunks(row, self.options)
 
 
-class _CropStage:
-    """Ray Data ``map_batches`` callable (tasks, no detector): a fake's chunks cropped with its original's
-    boxes (see :class:`~raydetect.offline.reuse.ChunkCropper`)."""
+class CropActor:
+    """Ray Data actor (no detector): crops a fake's chunks with its original's boxes (see
+    :class:`~raydetect.offline.reuse.ChunkCropper`). An actor, not a task, so that torch is imported once
+    per actor, not once per worker process a task happens to land on."""
 
-    def __init__(self, *args):
-        self.args = args
-        self.stage = None
+    def __init__(self, crop, dest: str, storage_options: dict | None, retry: RetryPolicy | None, fakes: dict):
+        self.stage = ChunkCropper(crop, dest, storage_options, retry, fakes)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.stage is None:
-            self.stage = ChunkCropper(*self.args)
         return pa.Table.from_pylist([self.stage.process(_record(batch, i)) for i in range(batch.num_rows)])
 
 
@@ -631,10 +635,11 @@ def _reuse_original_faces(spec: JobSpec, fakes: list[VideoInput], states: dict, 
             state.boxes_note = note
             detect.append(fake)
             continue
-        state.boxes_from, state.cuts = fake.original, list(row["cuts"] or [])
-        reused.extend(planned)  # a shard that failed to probe becomes the fake's error row
-    log.info("%d fakes reuse their original's faces, %d are detected", len({r["video"] for r in reused}),
-             len(detect))
+        if not planned[0]["error"]:
+            state.boxes_from, state.cuts = fake.original, list(row["cuts"] or [])
+        reused.extend(planned)  # a fake that cannot be probed: its shard becomes its error row
+    log.info("%d fakes reuse their original's faces, %d are detected",
+             sum(states[fake.video].boxes_from is not None for fake, _ in ready), len(detect))
     if not spec.detection.crops:
         take(probe_record(shard) for shard in reused)
         return detect
@@ -642,10 +647,17 @@ def _reuse_original_faces(spec: JobSpec, fakes: list[VideoInput], states: dict, 
         by_key = {video_key(fake.video): fake for fake, _ in ready}
         dataset = ray.data.from_items(reused, override_num_blocks=len(reused)).repartition(target_num_rows_per_block=1)
         dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus, spec.worker_retries)
+        # One CPU of each node's is left to the decoders.
+        croppers = max(1, int(ray.cluster_resources().get("CPU", 1) - 1))
         with _remote_args_allowed():
             dataset = dataset.map_batches(
-                _CropStage(spec.detection.crop, spec.output, spec.storage_options, spec.shards.retry, by_key),
-                batch_size=1, batch_format="pyarrow", num_cpus=CROP_CPUS, max_retries=spec.worker_retries,
+                CropActor,
+                fn_constructor_kwargs={"crop": spec.detection.crop, "dest": spec.output,
+                                       "storage_options": spec.storage_options, "retry": spec.shards.retry,
+                                       "fakes": by_key},
+                batch_size=1, batch_format="pyarrow", num_cpus=CROP_CPUS,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=croppers),
+                max_restarts=-1, max_task_retries=spec.worker_retries,
             )
         configure_context(dataset.context, shards.chunk_bytes)
         take(dataset.iter_rows())
