@@ -114,6 +114,8 @@ class ChunkCropper:
 
     def __init__(self, crop: CropOptions, dest: str, storage_options: dict | None,
                  retry: RetryPolicy | None, originals: dict[str, VideoInput]):
+        import torch  # noqa: F401  (loaded here, once, rather than inside the first chunk's time)
+
         self.crop = crop
         self.output = JobOutput(dest, storage_options, retry or RetryPolicy())
         self.originals = originals
