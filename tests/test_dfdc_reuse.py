@@ -182,6 +182,16 @@ def test_the_option_is_refused_without_a_dfdc_manifest(data_dir, tmp_path):
     assert not dest.exists()  # refused before any work
 
 
+def test_the_command_refuses_the_option_without_a_dfdc_manifest(data_dir, tmp_path, capsys):
+    from raydetect.commands.detect import main
+
+    dest = tmp_path / "out"
+    assert main([str(data_dir / HAMILTON), "--output", str(dest), "--reuse-original-boxes"]) == 2
+    error = capsys.readouterr().err
+    assert "--reuse-original-boxes needs DFDC metadata.json sources" in error and HAMILTON in error
+    assert not dest.exists()  # before Ray or DEST is touched
+
+
 def test_plan_and_mismatch_rules():
     real, fake = VideoInput("d/r.mp4", "REAL"), VideoInput("d/f.mp4", "FAKE", "d/r.mp4")
     chained = VideoInput("d/g.mp4", "FAKE", "d/f.mp4")
