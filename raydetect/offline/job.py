@@ -644,10 +644,10 @@ def _reuse_original_faces(spec: JobSpec, fakes: list[VideoInput], states: dict, 
         take(probe_record(shard) for shard in reused)
         return detect
     if reused:
-        by_key = {video_key(fake.video): fake for fake, _ in ready}
-        dataset = ray.data.from_items(reused, override_num_blocks=len(reused)).repartition(target_num_rows_per_block=1)
+        by_key = {video_key(fake.video): fake for fake, _ in ready if states[fake.video].boxes_from}
+        dataset = ray.data.from_items(reused).repartition(target_num_rows_per_block=1)
         dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus, spec.worker_retries)
-        # One CPU of each node's is left to the decoders.
+        # Croppers at most: the cluster's CPUs less one, left to the decoders.
         croppers = max(1, int(ray.cluster_resources().get("CPU", 1) - 1))
         with _remote_args_allowed():
             dataset = dataset.map_batches(
