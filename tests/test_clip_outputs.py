@@ -112,10 +112,10 @@ def test_preview_of_the_job_says_the_crops_are_aligned_and_draws_its_clips(clip_
 def _fake_dest(source_faces: pd.DataFrame, original: str, dest):
     """A small DEST written here by hand: the real job's faces of ``original`` and a "fake" of it that
     reuses its boxes (same frame, face and track; ``original`` set), its crops the originals' negatives,
-    plus one fake face whose original row is absent. The job does not write ``original``: another
-    option adds it, so the rows are made the way it will."""
+    plus one fake face whose original row is absent (a case a real job does not produce; the pairs
+    of a real --reuse-original-boxes job are drawn in test_dfdc_reuse.py)."""
     rows = source_faces.sort_values(["frame_index", "face_index"]).head(5).reset_index(drop=True)
-    schema = face_schema(True).append(pa.field("original", pa.string()))
+    schema = face_schema(True)
     real = rows.assign(original=None)
     negatives = [255 - decode_crop(c) for c in rows["crop"]]
     png = CropOptions(format="png")

@@ -113,9 +113,9 @@ def _face_table(data_dir, path, with_crops=True):
     if with_crops:
         columns["crop"] = face_crops(image, boxes, size=96, margin=0.2)
         columns["crop_matrix"] = [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * n  # not read by the preview
-    # The offline job's own schema, so a renamed column there fails here; without the track columns, as a
-    # table from before tracks (the contact sheet of faces, not of tracks).
-    schema = pa.schema([f for f in face_schema(with_crops) if f.name not in ("track_id", "interpolated")])
+    # The offline job's own schema, so a renamed column there fails here; without the track columns and
+    # `original`, as a table from before tracks (the contact sheet of faces, not of tracks).
+    schema = pa.schema([f for f in face_schema(with_crops) if f.name not in ("track_id", "interpolated", "original")])
     pq.write_table(pa.table(columns, schema=schema), path)
     return n
 
@@ -190,7 +190,7 @@ def _tracked_face_table(data_dir, path, tracks=3, faces_per_track=12):
         "score": [0.9 + 0.03 * t for t, _ in rows], "landmarks": [[0.0] * 10] * n,
         "width": [image.shape[1]] * n, "height": [image.shape[0]] * n,
         "crop": [crops[t] for t, _ in rows], "crop_matrix": [[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]] * n,
-        "track_id": [t for t, _ in rows], "interpolated": [False] * n,
+        "track_id": [t for t, _ in rows], "interpolated": [False] * n, "original": [None] * n,
     }
     schema = face_schema(True)
     pq.write_table(pa.table(columns, schema=schema), path)

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydetect.offline.sources import SourceError, VideoInput, describe, list_inputs
+from raydetect.offline.sources import SourceError, VideoInput, check_reuse_sources, describe, list_inputs
 from raydetect.offline.video import probe
 
 
@@ -109,8 +109,18 @@ def test_dfdc_metadata_json(tmp_path):
         "vpmyeepbep.mp4": {"label": "REAL", "split": "train"},
     }))
     listed = list_inputs([str(folder / "metadata.json")])
-    assert listed == [VideoInput(f"{folder}/aaqaifqrwn.mp4", "FAKE"), VideoInput(f"{folder}/vpmyeepbep.mp4", "REAL")]
+    assert listed == [VideoInput(f"{folder}/aaqaifqrwn.mp4", "FAKE", f"{folder}/vpmyeepbep.mp4"),
+                      VideoInput(f"{folder}/vpmyeepbep.mp4", "REAL")]
     assert describe(listed) == "2 videos (2 labelled)"
+
+
+def test_reuse_original_boxes_needs_dfdc_metadata_only(tmp_path):
+    check_reuse_sources([f"{tmp_path}/a/metadata.json", "s3://bucket/part_1/metadata.json"])
+    for sources, named in (([f"{tmp_path}/m.csv"], "m.csv"), ([f"{tmp_path}/metadata.json", "videos/"], "videos/"),
+                           ([], "no SOURCE")):
+        with pytest.raises(SourceError, match="--reuse-original-boxes needs DFDC metadata.json") as caught:
+            check_reuse_sources(sources)
+        assert named in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +133,7 @@ def test_dfdc_metadata_json(tmp_path):
         ("m.parquet", "not parquet", "cannot read"),
         ("metadata.json", "[1, 2]", "expected DFDC metadata"),
         ("metadata.json", "{", "not valid JSON"),
+        ("metadata.json", '{"a.mp4": {"label": "FAKE", "original": 7}}', "'original' must be a file name"),
     ],
 )
 def test_malformed_manifests_raise_clear_errors(tmp_path, name, content, message):

@@ -5,7 +5,8 @@
                      [--crops --crop-size 224|WxH --crop-margin 0.3 --align
                      --crop-pad zero|edge|resize --crop-format jpeg|png] [--detect-every K]
                      [--track-max-gap SECONDS] [--min-track-faces N]
-                     [--clip-frames T --clip-fps F --clip-spacing contiguous|even] [--io-retries N] [--dry-run]
+                     [--clip-frames T --clip-fps F --clip-spacing contiguous|even] [--reuse-original-boxes]
+                     [--io-retries N] [--dry-run]
                      [--address auto] [--gpus-per-actor G]
 
 SOURCE: a video, a directory, a glob, any fsspec URL (s3://, gs://, file://, memory://) or a manifest
@@ -102,6 +103,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip-spacing", choices=CLIP_SPACINGS, default=None,
         help="contiguous: consecutive faces, non-overlapping clips, never across a gap in the track; even: one "
              f"clip per track, its faces evenly spaced over it (default {ClipOptions.spacing}; needs --clip-frames)",
+    )
+
+    dfdc = parser.add_argument_group("DFDC fakes")
+    dfdc.add_argument(
+        "--reuse-original-boxes", action="store_true",
+        help="SOURCEs must be DFDC metadata.json files: detect the REAL videos only and give each FAKE its "
+             "original's faces and tracks (same frames, boxes, landmarks, track ids; crops cut from the fake's "
+             "own frames). A fake whose original is missing, failed, or differs in size, frame count or rate is "
+             "detected; its DEST/videos row says why (boxes_note)",
     )
 
     crops = parser.add_argument_group("face crops")
@@ -259,6 +269,7 @@ def job_spec(args: argparse.Namespace):
     return JobSpec(
         sources=sources, output=output, detection=detection, shards=shards, resources=resources,
         tracking=tracking, clips=clip_options(args), overwrite=args.overwrite, storage_options=args.storage_options,
+        reuse_original_boxes=args.reuse_original_boxes,
     )
 
 

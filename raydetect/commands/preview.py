@@ -114,9 +114,10 @@ def preview_faces(source: Path, output: Path, args: argparse.Namespace) -> None:
         path = sheets.sheet_path(output, "clips")
         clips, count = sheets.write_clip_sheet(folders.dest, path, args.max_clips, args.tile_size, crops)
         print(f"wrote {path}: clip sheet of {clips} clips, {count} faces")
-    if sheets.has_originals(folders.faces):
+    reused = sheets.reused_fakes(folders.dest)
+    if sheets.has_originals(folders.faces) and (reused is None or reused):
         path = sheets.sheet_path(output, "pairs")
-        pairs = sheets.write_pair_sheet(folders.faces, path, args.max_pairs, args.tile_size, crops)
+        pairs = sheets.write_pair_sheet(folders.faces, path, args.max_pairs, args.tile_size, crops, reused)
         print(f"wrote {path}: real/fake sheet of {pairs} pairs")
 
 

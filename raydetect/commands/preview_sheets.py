@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydetect.commands.preview import PreviewError
-from raydetect.offline.output import CLIPS, FACES, JOB_FILE, TEMP_PREFIX, video_file_name, video_key
+from raydetect.offline.output import CLIPS, FACES, JOB_FILE, TEMP_PREFIX, VIDEOS, video_file_name, video_key
 
 # A faces row of the original video: the fake's row names it by these, with ``original`` for ``video``.
 PAIR_KEY = ("frame_index", "face_index")
@@ -137,15 +138,33 @@ def read_clip_rows(dest: Path, max_clips: int) -> list[dict]:
 
 
 def has_originals(faces: Path) -> bool:
-    """Whether the face table has the ``original`` column (fakes that reuse their original's boxes)."""
-    files = parquet_files(faces)
-    return bool(files) and "original" in pq.ParquetFile(files[0]).schema_arrow.names
+    """Whether any faces row names an ``original`` (a DFDC fake); reads that one column, file by file,
+    up to the first such row."""
+    for path in parquet_files(faces):
+        parquet = pq.ParquetFile(path)
+        if "original" in parquet.schema_arrow.names:
+            column = parquet.read(columns=["original"]).column("original")
+            if column.null_count < len(column):
+                return True
+    return False
 
 
-def read_pair_rows(faces: Path, max_pairs: int) -> list[dict]:
+def reused_fakes(dest: Path | None) -> set[str] | None:
+    """The videos of DEST/videos whose faces are their original's (``boxes_from`` set), or None when
+    there is no such table or column (a faces table outside a job's DEST)."""
+    files = parquet_files(dest / VIDEOS) if dest is not None and (dest / VIDEOS).is_dir() else []
+    if not files or "boxes_from" not in pq.ParquetFile(files[0]).schema_arrow.names:
+        return None
+    table = pa.concat_tables([pq.read_table(path, columns=["video", "boxes_from"]) for path in files])
+    return set(table.filter(pc.is_valid(table.column("boxes_from"))).column("video").to_pylist())
+
+
+def read_pair_rows(faces: Path, max_pairs: int, reused: set[str] | None = None) -> list[dict]:
     """Up to ``max_pairs`` fake faces (rows with a non-null ``original``, in table order), each a dict with
     the fake row's ``video``, ``original``, ``frame_index``, ``face_index``, ``track_id``, its ``crop``
-    and ``original_crop``: the crop of the original's row of the same frame and face (None if absent)."""
+    and ``original_crop``: the crop of the original's row of the same frame and face (None if absent).
+    ``reused``: only the faces of these videos (a fake that was detected has faces of its own, which
+    pair with its original's by nothing)."""
     wanted = ["video", "original", *PAIR_KEY, "track_id"]
     fakes: list[dict] = []
     for path in parquet_files(faces):
@@ -154,6 +173,8 @@ def read_pair_rows(faces: Path, max_pairs: int) -> list[dict]:
             continue
         table = parquet.read(columns=[c for c in wanted if c in parquet.schema_arrow.names])
         table = table.filter(pc.is_valid(table.column("original")))
+        if reused is not None:
+            table = table.filter(pc.is_in(table.column("video"), pa.array(sorted(reused), pa.string())))
         fakes += table.slice(0, max_pairs - len(fakes)).to_pylist()
         if len(fakes) >= max_pairs:
             break
@@ -189,12 +210,13 @@ def write_clip_sheet(dest: Path, output: Path, max_clips: int, tile_size: int, c
     return len(clips), sum(len(c["frame_indices"]) for c in clips)
 
 
-def write_pair_sheet(faces: Path, output: Path, max_pairs: int, tile_size: int, crops: str | None) -> int:
+def write_pair_sheet(faces: Path, output: Path, max_pairs: int, tile_size: int, crops: str | None,
+                     reused: set[str] | None = None) -> int:
     """One row per fake face: its original's face (left) and its own (right); returns the pairs shown."""
     from raydetect.tuning.drawing import titled, track_sheet
     from raydetect.tuning.image_folders import write_image
 
-    pairs = read_pair_rows(faces, max_pairs)
+    pairs = read_pair_rows(faces, max_pairs, reused)
     if not pairs:
         raise PreviewError(f"{faces}: no faces row has an original")
     rows = []

@@ -25,14 +25,15 @@ class FaceCrops(Dataset):
         transform: applied to each (3, H, W) uint8 tensor.
 
     Each item is a dict: ``image`` (3, H, W) uint8 RGB tensor, ``label``, ``video`` (str),
-    ``frame_index`` (int), ``face_index`` (int) and ``track_id`` (int) when the output has tracks.
+    ``frame_index`` (int), ``face_index`` (int), ``track_id`` (int) when the output has tracks, and
+    ``original`` (str: a DFDC fake's original, "" for other videos) when the output has that column.
     """
 
     def __init__(self, dest: str, storage_options: dict | None = None, labels: dict[str, int] | None = None,
                  transform: Callable | None = None, cached_row_groups: int = 4):
         self.rows = ParquetRows(
             posixpath.join(dest.rstrip("/"), FACES), ["crop", "video", "label", "frame_index", "face_index"],
-            optional=("track_id",), storage_options=storage_options, cached_row_groups=cached_row_groups,
+            optional=("track_id", "original"), storage_options=storage_options, cached_row_groups=cached_row_groups,
         )
         self.labels = labels
         self.transform = transform
@@ -45,6 +46,8 @@ class FaceCrops(Dataset):
         image = torch.from_numpy(np.ascontiguousarray(decode_crop(row.pop("crop")).transpose(2, 0, 1)))
         item = {"image": self.transform(image) if self.transform else image, **row}
         item["label"] = label_value(row["label"], self.labels)
+        if "original" in item:
+            item["original"] = item["original"] or ""  # a string for every item, so batches collate
         return item
 
     def grouped_shuffle(self, seed: int | None = None) -> list[int]:

@@ -276,14 +276,27 @@ class ChunkDetector:
         return pa.table(columns, schema=self.schema)
 
     def _crops(self, frames: np.ndarray, detections: list[Detections], record: dict) -> tuple[list[bytes], np.ndarray]:
-        """Encoded crops of every face, cut from the frames as shipped in one batched pass on the
-        detector's device, and (N, 2, 3) maps from original frame pixels to crop pixels. With crops on
-        the pipeline ships full-resolution frames, so ``to_shipped`` is 1; it maps the boxes onto
-        frames downscaled at decode."""
-        to_shipped = np.array([record["scale_x"], record["scale_y"]], np.float64)
         face_frames = np.repeat(np.arange(len(detections)), [len(d) for d in detections])
-        boxes = np.concatenate([d.boxes for d in detections]) / np.tile(to_shipped, 2)
-        landmarks = np.concatenate([d.landmarks for d in detections]) / to_shipped
-        images, to_crop = cut_crops(frames, face_frames, boxes, landmarks, self.options.crop, self.detector.device)
-        to_crop[:, :, :2] /= to_shipped  # from shipped-frame pixels to original pixels
-        return [encode_crop(image, self.options.crop) for image in images], to_crop
+        return chunk_crops(frames, face_frames, np.concatenate([d.boxes for d in detections]),
+                           np.concatenate([d.landmarks for d in detections]), record, self.options.crop,
+                           self.detector.device)
+
+
+def chunk_crops(frames: np.ndarray, face_frames: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray,
+                record: dict, options: CropOptions, device=None) -> tuple[list[bytes], np.ndarray]:
+    """Encoded crops of N faces of one chunk, cut from its frames as shipped in one batched pass on
+    ``device``, and (N, 2, 3) maps from original frame pixels to crop pixels.
+
+    Args:
+        frames: (F, H, W, 3) uint8, the chunk's frames as shipped; face_frames: (N,) index into them.
+        boxes: (N, 4) and landmarks (N, 5, 2), pixels of the original frame.
+        record: the chunk record (its ``scale_x``, ``scale_y``: original -> shipped pixels).
+
+    With crops on the pipeline ships full-resolution frames, so the scale is 1; it maps the boxes onto
+    frames downscaled at decode."""
+    to_shipped = np.array([record["scale_x"], record["scale_y"]], np.float64)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) / np.tile(to_shipped, 2)
+    landmarks = np.asarray(landmarks, np.float64).reshape(-1, 5, 2) / to_shipped
+    images, to_crop = cut_crops(frames, face_frames, boxes, landmarks, options, device)
+    to_crop[:, :, :2] /= to_shipped  # from shipped-frame pixels to original pixels
+    return [encode_crop(image, options) for image in images], to_crop

@@ -45,9 +45,10 @@ class Finalised:
 
 
 def finalise_video(output: JobOutput, key: str, video: str, label: str | None, tracking: TrackingOptions,
-                   crops: bool, clips: ClipOptions | None = None) -> Finalised:
+                   crops: bool, clips: ClipOptions | None = None, original: str | None = None) -> Finalised:
     """Link, filter and write one video's faces, tracks and (with ``clips``) clips from its staged chunks
-    (see the module docstring)."""
+    (see the module docstring). ``original``: a DFDC fake's original, written in every row's ``original``
+    column."""
     face_files, frame_files = output.staged_files(key)
     frames = pa.concat_tables([output.read(path) for path in frame_files]) if frame_files else None
     if frames is None or frames.num_rows == 0:
@@ -71,7 +72,7 @@ def finalise_video(output: JobOutput, key: str, video: str, label: str | None, t
     keep[keep] = long_track_faces(track_id[keep], tracking)
 
     with_ids = faces.append_column("track_id", pa.array(track_id, pa.int64()))
-    tracks = _tracks(with_ids.filter(pa.array(keep)), video, label, tracking)
+    tracks = _tracks(with_ids.filter(pa.array(keep)), video, label, original, tracking)
     best_keys = (tracks.column("best_frame").to_numpy() * _FACES_PER_FRAME
                  + tracks.column("best_face_index").to_numpy().astype(np.int64))
     best_crops: dict[int, bytes] = {}
@@ -87,6 +88,7 @@ def finalise_video(output: JobOutput, key: str, video: str, label: str | None, t
             table = output.read(path) if crops else parts[number]
             table = table.append_column("track_id", pa.array(track_id[rows], pa.int64())).filter(pa.array(keep[rows]))
             table = _number_interpolated(table)
+            table = table.append_column("original", pa.array([original] * table.num_rows, pa.string()))
             table = table.sort_by([("frame_index", "ascending"), ("face_index", "ascending")])
             if crops:  # the best faces' crops become the tracks' thumbnails
                 keys = (table.column("frame_index").to_numpy() * _FACES_PER_FRAME
@@ -102,14 +104,15 @@ def finalise_video(output: JobOutput, key: str, video: str, label: str | None, t
     output.write_table(tracks.cast(track_schema(crops)), TRACKS, video_file_name(key))
     clip_rows = 0
     if clips is not None:
-        table = _clips(with_ids.filter(pa.array(keep)), video, label, clips)
+        table = _clips(with_ids.filter(pa.array(keep)), video, label, original, clips)
         output.write_table(table, CLIPS, video_file_name(key))
         clip_rows = table.num_rows
     interpolated = int(np.count_nonzero(keep & faces.column("interpolated").to_numpy(zero_copy_only=False)))
     return Finalised(written, interpolated, tracks.num_rows, cut_frames, clip_rows)
 
 
-def _clips(faces: pa.Table, video: str, label: str | None, options: ClipOptions) -> pa.Table:
+def _clips(faces: pa.Table, video: str, label: str | None, original: str | None,
+           options: ClipOptions) -> pa.Table:
     """One row per clip of the kept ``faces`` (detected and interpolated alike), track by track in id order."""
     track = faces.column("track_id").to_numpy()
     frame = faces.column("frame_index").to_numpy()
@@ -120,7 +123,7 @@ def _clips(faces: pa.Table, video: str, label: str | None, options: ClipOptions)
     for track_id, rows_of_track in zip(ids, np.split(order, starts[1:])):
         for number, clip in enumerate(track_clips(frame[rows_of_track], time_s[rows_of_track], options)):
             rows.append({"video": video, "label": label or None, "track_id": int(track_id), "clip_index": number,
-                         "frame_indices": clip.tolist()})
+                         "frame_indices": clip.tolist(), "original": original})
     return pa.Table.from_pylist(rows, schema=CLIP_SCHEMA)
 
 
@@ -171,7 +174,8 @@ def _number_interpolated(table: pa.Table) -> pa.Table:
     return table.set_column(position, "face_index", pa.array(face_index, pa.int32()))
 
 
-def _tracks(faces: pa.Table, video: str, label: str | None, tracking: TrackingOptions) -> pa.Table:
+def _tracks(faces: pa.Table, video: str, label: str | None, original: str | None,
+            tracking: TrackingOptions) -> pa.Table:
     """One row per track of the kept faces (see docs/detect.md for the columns).
 
     ``best_frame``, ``best_face_index``: the track's largest confident detected face (score >=
@@ -202,6 +206,7 @@ def _tracks(faces: pa.Table, video: str, label: str | None, tracking: TrackingOp
         {
             "video": pa.array([video] * len(ids), pa.string()),
             "label": pa.array([label or None] * len(ids), pa.string()),
+            "original": pa.array([original] * len(ids), pa.string()),
             "track_id": pa.array(ids, pa.int64()),
             "first_frame": pa.array(frame[order][starts], pa.int64()),
             "last_frame": pa.array(frame[order][ends], pa.int64()),

@@ -9,6 +9,11 @@
          into tracks over the whole video and writes its faces and tracks files (and clips files)
       -> the driver writes one row per finished video.
 
+With ``--reuse-original-boxes`` (:mod:`raydetect.offline.reuse`) that runs for the DFDC originals first;
+then the fakes are probed (CPU tasks), those that match their original decoded and cropped with its
+boxes (CPU tasks, no detector) and given copies of its rows by a copying step in place of the
+finalising one; the fakes that do not match go through the pipeline above.
+
 Streaming end to end: decode tasks yield chunks one at a time and Ray Data's backpressure bounds
 the chunks in flight, so memory does not grow with the number of videos. A long video spreads
 over many shards, hence many decode tasks and actors; pull-based dispatch keeps a crowded shard
@@ -45,8 +50,9 @@ from raydetect.offline.estimate import JobEstimate, add_detector_time, estimate
 from raydetect.offline.finalise import finalise_video
 from raydetect.offline.retrying_io import RetryPolicy
 from raydetect.offline.output import VIDEO_SCHEMA, VIDEOS, JobOutput, video_key
+from raydetect.offline.reuse import ChunkCropper, copy_from_original, mismatch, plan_reuse, probe_record
 from raydetect.offline.shards import CHUNK_BYTES, ShardOptions, decode_chunks, plan_shards
-from raydetect.offline.sources import VideoInput, list_inputs
+from raydetect.offline.sources import VideoInput, check_reuse_sources, list_inputs
 
 log = logging.getLogger("raydetect.offline.job")
 
@@ -75,6 +81,9 @@ WORKER_RETRIES = 3
 # A finalising step mostly waits on storage and holds one chunk's crops at a time: a small CPU share,
 # so it runs beside the actors instead of queueing behind them.
 FINALISE_CPUS = 0.25
+# CPUs of an actor that crops fakes' chunks with their originals' boxes (--reuse-original-boxes): cropping
+# costs about what decoding does.
+CROP_CPUS = 0.5
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,11 @@ class JobSpec:
     flush_seconds: float = 30.0  # write finished videos' rows at least this often
     worker_retries: int = WORKER_RETRIES  # attempts after the first of a task whose worker died
     progress_seconds: float = 10.0
+    reuse_original_boxes: bool = False  # DFDC fakes take their original's faces (see raydetect.offline.reuse)
+
+    def __post_init__(self) -> None:
+        if self.reuse_original_boxes:
+            check_reuse_sources(self.sources)
 
 
 @dataclass
@@ -177,6 +191,18 @@ class _DecodeStage:
 
     def __call__(self, row: dict):
         yield from decode_chunks(row, self.options)
+
+
+class CropActor:
+    """Ray Data actor (no detector): crops a fake's chunks with its original's boxes (see
+    :class:`~raydetect.offline.reuse.ChunkCropper`). An actor, not a task, so that torch is imported once
+    per actor, not once per worker process a task happens to land on."""
+
+    def __init__(self, crop, dest: str, storage_options: dict | None, retry: RetryPolicy | None, fakes: dict):
+        self.stage = ChunkCropper(crop, dest, storage_options, retry, fakes)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self.stage.process(_record(batch, i)) for i in range(batch.num_rows)])
 
 
 class DetectActor:
@@ -358,6 +384,8 @@ class _VideoState:
     fps: float = 0.0
     width: int = 0
     height: int = 0
+    boxes_from: str | None = None  # reusing the faces of this original (--reuse-original-boxes)
+    boxes_note: str | None = None  # why a fake with an original was detected instead
 
     def add(self, record: dict) -> bool:
         """Count one accounting record (a repeat is ignored); True if it was new."""
@@ -406,6 +434,9 @@ class _VideoState:
             "tracks": self.tracks,
             "cuts": self.cuts,
             "clips": self.clips,
+            "original": self.item.original,
+            "boxes_from": self.boxes_from,
+            "boxes_note": self.boxes_note,
         }
 
 
@@ -438,14 +469,19 @@ class _Finalisers:
     def __init__(self, spec: JobSpec, ray):
         self.ray = ray
         self.task = ray.remote(num_cpus=FINALISE_CPUS, max_retries=spec.worker_retries)(_finalise)
+        self.copy_task = ray.remote(num_cpus=FINALISE_CPUS, max_retries=spec.worker_retries)(_copy_from_original)
         self.spec = spec
         self.pending: dict = {}  # object ref -> _VideoState
 
     def start(self, state: _VideoState) -> None:
         item = state.item
-        ref = self.task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
-                               video_key(item.video), item.video, item.label, self.spec.tracking,
-                               self.spec.detection.crops, self.spec.clips)
+        if state.boxes_from:  # a fake reusing its original's faces: copies, nothing to link
+            ref = self.copy_task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
+                                        item, self.spec.detection.crops, state.cuts)
+        else:
+            ref = self.task.remote(self.spec.output, self.spec.storage_options, self.spec.shards.retry,
+                                   video_key(item.video), item.video, item.label, self.spec.tracking,
+                                   self.spec.detection.crops, self.spec.clips, item.original)
         self.pending[ref] = state
 
     def finished(self, wait: bool = False) -> list[_VideoState]:
@@ -469,8 +505,15 @@ class _Finalisers:
 
 
 def _finalise(dest: str, storage_options: dict | None, retry: RetryPolicy, key: str, video: str,
-              label: str | None, tracking: TrackingOptions, crops: bool, clips: ClipOptions | None):
-    return finalise_video(JobOutput(dest, storage_options, retry), key, video, label, tracking, crops, clips)
+              label: str | None, tracking: TrackingOptions, crops: bool, clips: ClipOptions | None,
+              original: str | None):
+    return finalise_video(JobOutput(dest, storage_options, retry), key, video, label, tracking, crops, clips,
+                          original)
+
+
+def _copy_from_original(dest: str, storage_options: dict | None, retry: RetryPolicy, fake: VideoInput,
+                        crops: bool, cuts: list[int]):
+    return copy_from_original(JobOutput(dest, storage_options, retry), fake, crops, cuts)
 
 
 def run_job(spec: JobSpec, ray=None) -> JobSummary:
@@ -505,11 +548,10 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
                 rows.add(state.row())
                 _count(summary, state)
 
-    passes = [(todo, PROBES_PER_TASK)] if todo else []
-    while passes:
-        videos, probes_per_task = passes.pop()
+    def take(records) -> None:
+        """Count the accounting records of a pass; a video whose records are all in goes to its finalising step."""
         try:
-            for record in build_dataset(spec, videos, ray, probes_per_task).iter_rows():
+            for record in records:
                 state = states[record["video"]]
                 if state.add(record) and state.complete and not state.error:
                     finalisers.start(state)
@@ -518,12 +560,33 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
         except BaseException:
             rows.flush()  # keep what finished: a re-run skips it
             raise
-        # A planning task probes several inputs: one that kills its worker at every attempt takes the
-        # others down with it. Inputs that never reported get a second pass, one input per task.
-        unheard = [s.item for s in states.values() if s.num_shards is None and s.error is None]
-        if unheard and probes_per_task > 1:
-            log.info("%d inputs lost with a planning task that kept failing: probing them one per task", len(unheard))
-            passes.append((unheard, 1))
+
+    def detect(videos: list[VideoInput]) -> None:
+        passes = [(videos, PROBES_PER_TASK)] if videos else []
+        while passes:
+            videos, probes_per_task = passes.pop()
+            take(build_dataset(spec, videos, ray, probes_per_task).iter_rows())
+            # A planning task probes several inputs: one that kills its worker at every attempt takes the
+            # others down with it. Inputs that never reported get a second pass, one input per task.
+            unheard = [states[v.video].item for v in videos
+                       if states[v.video].num_shards is None and states[v.video].error is None]
+            if unheard and probes_per_task > 1:
+                log.info("%d inputs lost with a planning task that kept failing: probing them one per task",
+                         len(unheard))
+                passes.append((unheard, 1))
+
+    if spec.reuse_original_boxes:
+        plan = plan_reuse(todo, inputs)
+        for video, note in plan.notes.items():
+            states[video].boxes_note = note
+        log.info("reusing originals' faces: %d videos to detect first, then %d fakes", len(plan.detect),
+                 len(plan.fakes))
+        detect(plan.detect)
+        record_finished(finalisers.finished(wait=True))
+        rows.flush()  # the originals' rows, read back next
+        detect(_reuse_original_faces(spec, plan.fakes, states, output, finalisers, take, ray))
+    else:
+        detect(todo)
     try:
         record_finished(finalisers.finished(wait=True))
     except BaseException:
@@ -546,6 +609,78 @@ def run_job(spec: JobSpec, ray=None) -> JobSummary:
     output.ensure_readable_faces(spec.detection.crops, clips=spec.clips is not None)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _reuse_original_faces(spec: JobSpec, fakes: list[VideoInput], states: dict, output: JobOutput,
+                          finalisers: _Finalisers, take, ray) -> list[VideoInput]:
+    """Give each fake whose original is done its original's faces (see :mod:`raydetect.offline.reuse`);
+    returns the fakes to detect instead, their ``boxes_note`` set. ``take``: counts a pass's records.
+
+    Every fake is probed by a Ray task and compared with its original's row; the matching ones are
+    decoded and cropped with the original's boxes (with crops; without, nothing is decoded), then
+    each gets a copying step in place of the finalising one."""
+    import ray.data
+
+    if not fakes:
+        return []
+    earlier = output.video_rows({f.original for f in fakes if f.original not in states})
+    ready, detect = [], []
+    for fake in fakes:
+        original = states.get(fake.original)
+        if original is not None:
+            row = original.row() if original.complete else {**original.row(), "status": "error"}
+        else:
+            row = earlier.get(fake.original, {"video": fake.original, "status": "error"})
+        if row["status"] != "ok":
+            states[fake.video].boxes_note = mismatch({}, row)
+            detect.append(fake)
+        else:
+            ready.append((fake, row))
+    if not ready:
+        return detect
+    _, _, _, threads, device = _resources(spec.resources, ray)
+    _, shards = _stage_options(spec, device, threads)
+    probed: dict[str, list[dict]] = {}
+    for shard in _planned_shards([fake for fake, _ in ready], shards, ray, retries=spec.worker_retries).iter_rows():
+        probed.setdefault(shard["video"], []).append(shard)
+    reused: list[dict] = []
+    for fake, row in ready:
+        state = states[fake.video]
+        planned = probed.get(fake.video)
+        if not planned:  # its planning task kept failing: reported as incomplete at the end
+            continue
+        note = None if planned[0]["error"] else mismatch(planned[0], row)
+        if note:
+            state.boxes_note = note
+            detect.append(fake)
+            continue
+        if not planned[0]["error"]:
+            state.boxes_from, state.cuts = fake.original, list(row["cuts"] or [])
+        reused.extend(planned)  # a fake that cannot be probed: its shard becomes its error row
+    log.info("%d fakes reuse their original's faces, %d are detected",
+             sum(states[fake.video].boxes_from is not None for fake, _ in ready), len(detect))
+    if not spec.detection.crops:
+        take(probe_record(shard) for shard in reused)
+        return detect
+    if reused:
+        by_key = {video_key(fake.video): fake for fake, _ in ready if states[fake.video].boxes_from}
+        dataset = ray.data.from_items(reused).repartition(target_num_rows_per_block=1)
+        dataset = add_decode_stage(dataset, shards, spec.resources.decode_cpus, spec.worker_retries)
+        # Croppers at most: the cluster's CPUs less one, left to the decoders.
+        croppers = max(1, int(ray.cluster_resources().get("CPU", 1) - 1))
+        with _remote_args_allowed():
+            dataset = dataset.map_batches(
+                CropActor,
+                fn_constructor_kwargs={"crop": spec.detection.crop, "dest": spec.output,
+                                       "storage_options": spec.storage_options, "retry": spec.shards.retry,
+                                       "fakes": by_key},
+                batch_size=1, batch_format="pyarrow", num_cpus=CROP_CPUS,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=croppers),
+                max_restarts=-1, max_task_retries=spec.worker_retries,
+            )
+        configure_context(dataset.context, shards.chunk_bytes)
+        take(dataset.iter_rows())
+    return detect
 
 
 def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message: None) -> JobEstimate:
@@ -623,8 +758,9 @@ def result_options(spec: JobSpec) -> dict:
         "every": sampling.every, "fps": sampling.fps, "frames_per_video": sampling.count,
         "detect_every": spec.shards.detect_every,
         "tracking": asdict(spec.tracking),
-        # Only with clips: a DEST written without them keeps the options it recorded.
+        # Only when on: a DEST written without them keeps the options it recorded.
         **({"clips": asdict(spec.clips)} if spec.clips else {}),
+        **({"reuse_original_boxes": True} if spec.reuse_original_boxes else {}),
     }
 
 

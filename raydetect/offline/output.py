@@ -44,10 +44,13 @@ STAGING = "_staging"
 JOB_FILE = "_job.json"
 TEMP_PREFIX = ".tmp-"
 
+# ``original``: a DFDC fake's original (as listed by metadata.json), null for every other video; with
+# --reuse-original-boxes a fake's rows are its original's (see DEST/videos ``boxes_from``).
 FACE_SCHEMA = pa.schema(
     [
         ("video", pa.string()),
         ("label", pa.string()),
+        ("original", pa.string()),
         ("frame_index", pa.int64()),
         ("timestamp_s", pa.float64()),
         ("face_index", pa.int32()),
@@ -75,6 +78,7 @@ CLIP_SCHEMA = pa.schema(
         ("track_id", pa.int64()),
         ("clip_index", pa.int32()),  # order of the clip within its track, from 0
         ("frame_indices", pa.list_(pa.int64())),  # T frames; each names a DEST/faces row of the track
+        ("original", pa.string()),  # as in FACE_SCHEMA
     ]
 )
 
@@ -84,7 +88,8 @@ LINK_FIELDS = [
     pa.field("from_frame", pa.int64()), pa.field("from_face", pa.int32()),
     pa.field("to_frame", pa.int64()), pa.field("to_face", pa.int32()),
 ]
-STAGED_FACE_SCHEMA = pa.schema([f for f in FACE_SCHEMA if f.name != "track_id"] + LINK_FIELDS)
+# ``original`` is the video's, not the detection's: the finalising step adds it.
+STAGED_FACE_SCHEMA = pa.schema([f for f in FACE_SCHEMA if f.name not in ("track_id", "original")] + LINK_FIELDS)
 FRAME_SCHEMA = pa.schema(
     [("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("signature", pa.list_(pa.float32()))]
 )
@@ -93,6 +98,7 @@ TRACK_SCHEMA = pa.schema(
     [
         ("video", pa.string()),
         ("label", pa.string()),
+        ("original", pa.string()),  # as in FACE_SCHEMA
         ("track_id", pa.int64()),
         ("first_frame", pa.int64()),
         ("last_frame", pa.int64()),
@@ -127,8 +133,17 @@ VIDEO_SCHEMA = pa.schema(
         ("tracks", pa.int64()),
         ("cuts", pa.list_(pa.int64())),
         ("clips", pa.int64()),  # rows in DEST/clips (0 without clip options)
+        ("original", pa.string()),  # as in FACE_SCHEMA
+        # --reuse-original-boxes: the video whose faces and tracks a fake's are (its original), null when
+        # the fake was detected; then ``boxes_note`` says why (e.g. its size differs from the original's).
+        ("boxes_from", pa.string()),
+        ("boxes_note", pa.string()),
     ]
 )
+
+# Per-video tables besides faces that a fake reusing its original's boxes gets as copies of the
+# original's, with its own video, label and original.
+COPIED_FOR_FAKES = (TRACKS, CLIPS)
 
 
 class OutputError(RaydetectError, ValueError):
@@ -243,6 +258,12 @@ class JobOutput:
             self.write_table(faces, STAGING, key, faces_name)
         self.write_table(frames, STAGING, key, frames_name)
 
+    def stage_faces(self, faces: pa.Table, key: str, shard_index: int, chunk_index: int) -> None:
+        """Stage one chunk's final face rows (faces with track ids, as the faces/ files hold them): a fake's
+        rows copied from its original, with crops cut from its own frames. Nothing for no row."""
+        if faces.num_rows:
+            self.write_table(faces, STAGING, key, staged_file_names(shard_index, chunk_index)[0])
+
     def staged_files(self, key: str) -> tuple[list[str], list[str]]:
         """(faces files, frames files) staged for one video, in shard and chunk order."""
         files = self._files(posixpath.join(STAGING, key))
@@ -309,6 +330,19 @@ class JobOutput:
             for video, status in zip(table.column("video").to_pylist(), table.column("status").to_pylist()):
                 done[video] = status
         return done
+
+    def video_rows(self, videos: set[str]) -> dict[str, dict]:
+        """Video -> its whole DEST/videos row, for the ``videos`` that have one."""
+        rows: dict[str, dict] = {}
+        for path in self._files(VIDEOS):
+            if posixpath.basename(path).startswith(TEMP_PREFIX):
+                continue
+            rows.update((row["video"], row) for row in self._read(path).to_pylist() if row["video"] in videos)
+        return rows
+
+    def has(self, *parts: str) -> bool:
+        """Whether DEST/parts... exists."""
+        return self.fs.exists(self.path(*parts))
 
     def _read(self, path: str, columns: list[str] | None = None) -> pa.Table:
         def read() -> pa.Table:

@@ -28,6 +28,7 @@ from raydetect.offline.retrying_io import RetryPolicy, StorageError, call_with_r
 from raydetect.offline.video import VIDEO_EXTENSIONS
 
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".jsonl")
+DFDC_METADATA = "metadata.json"
 GLOB_CHARACTERS = "*?["
 
 
@@ -42,10 +43,13 @@ class VideoInput:
     Attributes:
         video: its location as given (a path or URL), the ``video`` column of every output row.
         label: the manifest's label for it (e.g. DFDC "REAL" / "FAKE"), else None.
+        original: for a DFDC fake, the video it was made from, resolved as ``video`` is (its
+            ``original`` in ``metadata.json``); None otherwise.
     """
 
     video: str
     label: str | None = None
+    original: str | None = None
 
 
 def list_inputs(sources: Sequence[str], storage_options: dict | None = None,
@@ -67,11 +71,28 @@ def list_inputs(sources: Sequence[str], storage_options: dict | None = None,
     return listed
 
 
+def is_dfdc_metadata(source: str) -> bool:
+    """True when SOURCE names a DFDC ``metadata.json`` (the only source that names fakes' originals)."""
+    return posixpath.basename(source.rstrip("/")).lower() == DFDC_METADATA
+
+
+def check_reuse_sources(sources: Sequence[str]) -> None:
+    """Raise SourceError unless every SOURCE is a DFDC ``metadata.json``: reusing the originals' faces
+    for fakes (``--reuse-original-boxes``) needs the manifest that names each fake's original."""
+    others = [source for source in sources if not is_dfdc_metadata(source)]
+    if not sources or others:
+        named = ", ".join(others) if others else "no SOURCE given"
+        raise SourceError(
+            f"--reuse-original-boxes needs DFDC {DFDC_METADATA} sources (they name each fake's original); "
+            f"not one: {named}"
+        )
+
+
 def _expand(source: str, options: dict, retry: RetryPolicy) -> list[VideoInput]:
     if not source or not source.strip():
         raise SourceError("empty SOURCE")
     name = posixpath.basename(source.rstrip("/")).lower()
-    if name == "metadata.json":
+    if is_dfdc_metadata(source):
         return _retrying(lambda: _read_dfdc_metadata(source, options), retry, source)
     if name.endswith(MANIFEST_SUFFIXES):
         return _retrying(lambda: _read_manifest(source, options), retry, source)
@@ -196,10 +217,16 @@ def _read_dfdc_metadata(manifest: str, options: dict) -> list[VideoInput]:
     if not entries:
         raise SourceError(f"{manifest}: the metadata lists no video")
     base = _base_dir(manifest)
-    return [
-        VideoInput(_resolve(base, name), None if meta.get("label") is None else str(meta["label"]))
-        for name, meta in entries.items()
-    ]
+    items = []
+    for name, meta in entries.items():
+        original = meta.get("original")
+        if original is not None and (not isinstance(original, str) or not original.strip()):
+            raise SourceError(f"{manifest}: {name}: 'original' must be a file name, got {original!r}")
+        items.append(VideoInput(
+            _resolve(base, name), None if meta.get("label") is None else str(meta["label"]),
+            None if original is None else _resolve(base, original.strip()),
+        ))
+    return items
 
 
 def describe(inputs: Iterable[VideoInput]) -> str:
