@@ -247,3 +247,19 @@ def test_preview_pairs_each_fake_face_with_its_originals(dfdc, tmp_path, capsys)
         assert pair["original"] == _video(folder, "real_00.avi")
         assert pair["original_crop"] == faces[(pair["original"], pair["frame_index"], pair["face_index"])]
         assert pair["crop"] == faces[(pair["video"], pair["frame_index"], pair["face_index"])]
+
+
+def test_dry_run_counts_the_fakes_that_reuse_as_not_detected(dfdc, tmp_path):
+    from raydetect.offline.job import dry_run
+
+    folder, _, _ = dfdc
+    metadata = folder / "metadata.json"
+    with_reuse = dry_run(_spec([metadata], tmp_path / "a"), calibrate=False)
+    without = dry_run(_spec([metadata], tmp_path / "b", reuse=False), calibrate=False)
+    # Six inputs, five probed (one file is missing), 8 sampled frames each (every 3rd of 24).
+    assert (without.videos, without.probed, without.sampled, without.reused) == (6, 5, 40, 0)
+    # The two altered fakes take the original's faces; the orphan and the 3/4-size fake are detected.
+    assert (with_reuse.probed, with_reuse.reused, with_reuse.reused_sampled, with_reuse.sampled) == (5, 2, 16, 24)
+    assert with_reuse.output_bytes == without.output_bytes
+    assert "2 DFDC fakes take their original's faces" in with_reuse.text()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 from raydetect.offline.shards import ShardOptions
 from raydetect.offline.video import VideoInfo
@@ -42,6 +43,8 @@ class JobEstimate:
         device, device_name: what the calibration measured.
         output_bytes: the faces table's expected size at ``faces_per_frame`` faces per sampled frame.
         sizes: sampled frames per detection size (width, height) after ``--max-side``.
+        reused, reused_sampled: DFDC fakes that take their original's faces (``--reuse-original-boxes``)
+            and their sampled frames: decoded and cropped, not detected (not in ``sampled``).
     """
 
     videos: int = 0
@@ -58,6 +61,8 @@ class JobEstimate:
     faces_per_frame: float = 1.0
     output_bytes: int = 0
     sizes: Counter = field(default_factory=Counter)
+    reused: int = 0
+    reused_sampled: int = 0
 
     @property
     def device_hours(self) -> float | None:
@@ -73,6 +78,9 @@ class JobEstimate:
             f"{len(self.failed)} could not be probed",
             f"frames: {self.frames} in the videos, {self.sampled} sampled for detection, in {self.shards} shards",
         ]
+        if self.reused:
+            lines.append(f"  {self.reused} DFDC fakes take their original's faces: {self.reused_sampled} sampled "
+                         "frames decoded and cropped, not detected")
         for (width, height), count in self.sizes.most_common(5):
             lines.append(f"  {count} frames detected at {width}x{height}")
         if self.device_hours is not None:
@@ -113,10 +121,12 @@ def detection_size(width: int, height: int, max_side: int | None) -> tuple[int, 
 
 
 def estimate(shard_rows: list[dict], videos: int, options: ShardOptions, crops: bool = False,
-             crop_pixels: int = 224 * 224, faces_per_frame: float = 1.0) -> JobEstimate:
+             crop_pixels: int = 224 * 224, faces_per_frame: float = 1.0,
+             reusing: Callable[[str, dict], bool] | None = None) -> JobEstimate:
     """Count the work of ``shard_rows`` (every shard of every listed video; a failed probe is one row
-    with ``error``). ``crop_pixels``: width x height of one crop. Detector time is added by
-    :func:`add_detector_time`."""
+    with ``error``). ``crop_pixels``: width x height of one crop. ``reusing(video, row)``: whether that
+    probed video takes its original's faces instead of being detected (``--reuse-original-boxes``).
+    Detector time is added by :func:`add_detector_time`."""
     result = JobEstimate(videos=videos, faces_per_frame=faces_per_frame)
     seen: set[str] = set()
     for row in shard_rows:
@@ -131,10 +141,14 @@ def estimate(shard_rows: list[dict], videos: int, options: ShardOptions, crops: 
         result.probed += 1
         result.frames += info.frame_count
         count = sampled_frames(info, options)
+        if reusing is not None and reusing(row["video"], row):
+            result.reused += 1
+            result.reused_sampled += count
+            continue
         result.sampled += count
         result.sizes[detection_size(info.width, info.height, options.max_side)] += count
     per_face = FACE_ROW_BYTES + (CROP_BYTES_224_Q90 * crop_pixels / (224 * 224) if crops else 0)
-    result.output_bytes = int(result.sampled * faces_per_frame * per_face)
+    result.output_bytes = int((result.sampled + result.reused_sampled) * faces_per_frame * per_face)
     return result
 
 

@@ -697,8 +697,9 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
     _, _, _, threads, device = _resources(spec.resources, ray)
     detection, shards = _stage_options(spec, device, threads)
     rows = _probe_rows(todo, shards, ray, spec.worker_retries) if todo else []
+    reusing = _reuse_rule(todo, inputs, rows, finished) if spec.reuse_original_boxes else None
     result = estimate(rows, len(todo), shards, crops=detection.crops,
-                      crop_pixels=detection.crop.width * detection.crop.height)
+                      crop_pixels=detection.crop.width * detection.crop.height, reusing=reusing)
     result.skipped = len(inputs) - len(todo)
     if calibrate and result.sampled:
         from raydetect.tuning.calibration import load_or_measure
@@ -711,6 +712,23 @@ def dry_run(spec: JobSpec, ray=None, calibrate: bool = True, log=lambda message:
         else:
             add_detector_time(result, calibration, detection.min_face_size, detection.scale_factor)
     return result
+
+
+def _reuse_rule(todo: list[VideoInput], inputs: list[VideoInput], rows: list[dict], finished: dict):
+    """``reusing(video, probe_row)`` for the dry run: whether a DFDC fake would take its original's faces,
+    by the job's rules (:func:`~raydetect.offline.reuse.plan_reuse`, then
+    :func:`~raydetect.offline.reuse.mismatch` against the original's probe). An original done by an
+    earlier run counts as matching: the job checks its size when it runs."""
+    originals = {item.video: item.original for item in plan_reuse(todo, inputs).fakes}
+    probed = {row["video"]: row for row in rows if not row["error"]}
+
+    def reusing(video: str, row: dict) -> bool:
+        original = originals.get(video)
+        if original in probed:
+            return mismatch(row, {**probed[original], "video": original, "status": "ok"}) is None
+        return original is not None and finished.get(original) == "ok"
+
+    return reusing
 
 
 def _probe_rows(todo: list[VideoInput], shards: ShardOptions, ray, retries: int) -> list[dict]:
