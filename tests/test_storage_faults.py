@@ -131,3 +131,26 @@ def test_dry_run_reports_an_input_whose_probe_kills_its_worker(ray_session, data
     # Tried with the other input, then alone: each attempt killed, then given up.
     assert len(server.killed) == 2 * (WORKER_RETRIES + 1)
     assert not (tmp_path / "never-written").exists()
+
+
+def test_a_dfdc_fake_whose_probe_kills_its_worker_ends_as_an_error_row(ray_session, data_dir, tmp_path):
+    """With --reuse-original-boxes the fakes are probed in a pass of their own: an object that kills its
+    reader there costs that fake alone (an error row), not the job."""
+    import json
+
+    clip = (data_dir / CROWD).read_bytes()
+    metadata = {"real.mp4": {"label": "REAL"}, "fake.mp4": {"label": "FAKE", "original": "real.mp4"},
+                "poison.mp4": {"label": "FAKE", "original": "real.mp4"}}
+    objects = {"real.mp4": clip, "fake.mp4": clip, "poison.mp4": clip,
+               "metadata.json": json.dumps(metadata).encode()}
+    with FaultyServer(objects, poisoned={"poison.mp4"}) as server:
+        summary = _run(_spec([server.url("metadata.json")], tmp_path / "out", worker_retries=WORKER_RETRIES,
+                             reuse_original_boxes=True))
+    assert summary.exit_status == 3 and (summary.ok, summary.failed) == (2, 1), summary.text()
+    videos = _table(tmp_path / "out" / "videos").set_index("video")
+    assert f"failed {WORKER_RETRIES + 1} times" in videos.loc[server.url("poison.mp4"), "error"]
+    assert videos.loc[server.url("fake.mp4"), "boxes_from"] == server.url("real.mp4")
+    # Tried with the other fake, then alone: each attempt killed, then given up.
+    assert len(server.killed) == 2 * (WORKER_RETRIES + 1)
+    faces = _table(tmp_path / "out" / "faces")
+    assert set(faces["video"]) == {server.url("real.mp4"), server.url("fake.mp4")}

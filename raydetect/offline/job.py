@@ -641,7 +641,7 @@ def _reuse_original_faces(spec: JobSpec, fakes: list[VideoInput], states: dict, 
     _, _, _, threads, device = _resources(spec.resources, ray)
     _, shards = _stage_options(spec, device, threads)
     probed: dict[str, list[dict]] = {}
-    for shard in _planned_shards([fake for fake, _ in ready], shards, ray, retries=spec.worker_retries).iter_rows():
+    for shard in _probe_all([fake for fake, _ in ready], shards, ray, spec.worker_retries)[0]:
         probed.setdefault(shard["video"], []).append(shard)
     reused: list[dict] = []
     for fake, row in ready:
@@ -734,21 +734,26 @@ def _reuse_rule(todo: list[VideoInput], inputs: list[VideoInput], rows: list[dic
 def _probe_rows(todo: list[VideoInput], shards: ShardOptions, ray, retries: int) -> list[dict]:
     """The dry run's shard rows of ``todo`` (video, error, frame_count, fps, width, height); an input
     whose probe kills its worker at every attempt gets an error row instead of ending the dry run."""
-    columns = ["video", "error", "frame_count", "fps", "width", "height"]
-    rows, passes = [], [(todo, PROBES_PER_TASK)]
-    while passes:
-        items, probes_per_task = passes.pop()
+    rows, lost = _probe_all(todo, shards, ray, retries, ["video", "error", "frame_count", "fps", "width", "height"])
+    return rows + [{"video": item.video, "frame_count": 0, "fps": 0.0, "width": 0, "height": 0,
+                    "error": f"{item.video}: cannot probe: {_worker_died(retries)}"} for item in lost]
+
+
+def _probe_all(items: list[VideoInput], shards: ShardOptions, ray, retries: int,
+               columns: list[str] | None = None) -> tuple[list[dict], list[VideoInput]]:
+    """Every shard row of ``items`` (``columns`` of them; None: all), probed in Ray tasks with nothing
+    else to run, and the inputs whose probe killed its worker at every attempt (no row)."""
+    rows, probes_per_task = [], PROBES_PER_TASK
+    while True:
         planned = _planned_shards(items, shards, ray, probes_per_task, retries, beside_decoding=False)
         planned.context.max_errored_blocks = -1  # a lost planning task loses its inputs' rows, not the run
-        rows += planned.select_columns(columns).iter_rows()
+        rows += (planned.select_columns(columns) if columns else planned).iter_rows()
         heard = {row["video"] for row in rows}
-        unheard = [item for item in items if item.video not in heard]
-        if unheard and probes_per_task > 1:  # as in run_job: the others of a lost task get a second pass
-            passes.append((unheard, 1))
-            continue
-        rows += [{"video": item.video, "frame_count": 0, "fps": 0.0, "width": 0, "height": 0,
-                  "error": f"{item.video}: cannot probe: {_worker_died(retries)}"} for item in unheard]
-    return rows
+        lost = [item for item in items if item.video not in heard]
+        if not lost or probes_per_task == 1:
+            return rows, lost
+        # As in run_job: the others of a lost planning task get a second pass, one input per task.
+        items, probes_per_task = lost, 1
 
 
 def _worker_died(retries: int) -> str:
