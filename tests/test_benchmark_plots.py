@@ -7,32 +7,21 @@ functions where they have one); no benchmark runs and no timing is checked.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmark_modules import load_benchmark
+
 pytest.importorskip("matplotlib")
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and sibling imports resolve modules by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def plots():
-    return _load("plot_results")
+    return load_benchmark("plot_results")
 
 
 def _json_round_trip(data):
@@ -48,7 +37,7 @@ def _assert_png(path: Path) -> None:
 # --- results in each benchmark's format -------------------------------------------------------------------------
 
 def detector_speed_result() -> dict:
-    speed = _load("detector_speed")
+    speed = load_benchmark("detector_speed")
     stats = {"rnet_candidates": 500, "onet_candidates": 40, "faces": 6}
 
     def group(peer_s, ours):
@@ -66,7 +55,7 @@ def detector_speed_result() -> dict:
 
 
 def faces_per_frame_result() -> dict:
-    faces = _load("faces_per_frame")
+    faces = load_benchmark("faces_per_frame")
 
     def record(name, count, rnet, peer_s, ours_s):
         stats = {"pnet_pixels": 10_000, "rnet_candidates": rnet, "onet_candidates": rnet // 4, "faces": count}
@@ -109,7 +98,7 @@ def pipeline_batching_result() -> dict:
 
 
 def serve_latency_result(budget: int | None) -> dict:
-    serve = _load("serve_latency")
+    serve = load_benchmark("serve_latency")
     args = argparse.Namespace(concurrency=[1, 8], requests=4, image="tests/data/obama-240p.jpg",
                               max_batch_pixels=budget, batch_wait_ms=0.0)
     rounds = []
@@ -156,7 +145,7 @@ def test_faces_per_frame_candidate_cost_is_none_without_candidates():
 
 
 def test_faces_per_frame_fit_of_time_against_candidates():
-    fit = _load("faces_per_frame").candidate_cost_fit
+    fit = load_benchmark("faces_per_frame").candidate_cost_fit
     rows = [{"rnet_candidates": x, "peer_ms": 60 + 0.7 * x, "ours_ms": 80 + 0.2 * x} for x in (0, 100, 1000, 8000)]
     line = fit(rows)
     assert line["peer"] == {"ms_per_1000_rnet": pytest.approx(700.0), "intercept_ms": pytest.approx(60.0)}

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmark_modules import load_benchmark
 from raydetect.core.alignment import ARCFACE_TEMPLATE, invert_similarities, similarity_transforms, template_points
 from raydetect.core.crops import (
     CropError,
@@ -197,17 +198,7 @@ def test_aligned_crop_puts_the_landmarks_on_the_template():
 def _opencv_square(image, box, size, margin):
     """The square crop as cut before crops were sampled in one batched pass (OpenCV, one face at a time):
     the reference that benchmarks/crop_speed.py times the batched path against."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "crop_speed"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name].opencv_square(image, box, size, margin)
+    return load_benchmark("crop_speed").opencv_square(image, box, size, margin)
 
 
 @pytest.fixture(scope="module")

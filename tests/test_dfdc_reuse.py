@@ -7,15 +7,14 @@ and one whose file is missing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark_modules import load_benchmark
 from raydetect.core.clips import ClipOptions
 from raydetect.core.crops import CropOptions, decode_crop
 from raydetect.offline.chunk_detection import DetectionOptions
@@ -28,16 +27,6 @@ from raydetect.offline.video import Sampling
 HAMILTON = "hamilton_45f_640x360.avi"
 CROP = CropOptions(width=96, height=96, margin=0.3)
 GEOMETRY = ["frame_index", "face_index", "track_id", "interpolated", "x1", "y1", "x2", "y2", "score"]
-
-
-def _folder_maker():
-    name = "dfdc_folder"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
 
 
 def _spec(sources, dest, crops=True, reuse=True):
@@ -55,7 +44,7 @@ def _spec(sources, dest, crops=True, reuse=True):
 def dfdc(ray_session, data_dir, tmp_path_factory):
     """The folder, and DEST after one run with crops."""
     folder = tmp_path_factory.mktemp("dfdc")
-    _folder_maker().make_folder([str(data_dir / HAMILTON)], folder, fakes=2, frames=24, size=(640, 360),
+    load_benchmark("dfdc_folder").make_folder([str(data_dir / HAMILTON)], folder, fakes=2, frames=24, size=(640, 360),
                                 unmatched=True)
     metadata = json.loads((folder / "metadata.json").read_text())  # and a fake whose file is missing
     metadata["fake_missing.avi"] = {"label": "FAKE", "split": "train", "original": "real_00.avi"}

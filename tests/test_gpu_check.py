@@ -7,31 +7,16 @@ problem of that configuration (saturating scores, NMS ties, landmark drift in ha
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import torch
 
+from benchmark_modules import load_benchmark
 from raydetect.core.batching import WorkBudget
 from raydetect.mtcnn.cascade import ALL_LEVELS
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_cuda_defaults_on_the_cpu_are_the_cuda_configuration():
-    detector = _load("gpu_check").cuda_defaults_on_cpu(min_face_size=20)
+    detector = load_benchmark("gpu_check").cuda_defaults_on_cpu(min_face_size=20)
     cuda_budget = WorkBudget.for_device("cuda")
     assert detector.device.type == "cpu" and detector.precision == "float16"
     assert detector.config.compute_dtype == torch.float16
@@ -43,7 +28,7 @@ def test_the_cuda_defaults_on_the_cpu_are_the_cuda_configuration():
 
 def test_quick_report_on_the_cpu_meets_the_agreement_criteria(shared_data, tmp_path, capsys):
     output = tmp_path / "report.json"
-    status = _load("gpu_check").main(["--device", "cpu", "--quick", "--data-root", str(shared_data),
+    status = load_benchmark("gpu_check").main(["--device", "cpu", "--quick", "--data-root", str(shared_data),
                                       "--output", str(output)])
     report = json.loads(output.read_text())
     assert status == 0, capsys.readouterr().out
