@@ -72,8 +72,8 @@ def main() -> None:
 
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    print(f"| chunk MiB | frames shipped | block size | worker before first chunk, MiB | worker peak, MiB | declared, MiB "
-          f"| 1.25 x peak, MiB |")
+    print("| chunk MiB | frames shipped | block size | worker before first chunk, MiB | worker peak, MiB | declared, MiB "
+          "| 1.25 x peak, MiB |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for mib in args.chunk_mib:
         options = ShardOptions(shard_frames=10**9, chunk_bytes=mib << 20, keep_full_frames=args.full_frames,

@@ -87,8 +87,7 @@ def stage_gmacs(image: torch.Tensor, detector: FaceDetector, stats: dict) -> dic
     """Multiply-adds of each stage for one image, in GMAC (from the layer shapes and the stage counts)."""
     config = detector.config
     height, width = image.shape[:2]
-    levels = [box_ops.level_size(height, width, s)
-              for s in box_ops.pyramid_scales(height, width, config.min_face_size, config.scale_factor)]
+    levels = level_sizes(height, width, config.min_face_size, config.scale_factor)
     return {
         "propose (P-Net stage)": sum(pnet_macs(h, w) for h, w in levels) / 1e9,
         "refine (R-Net stage)": stats["rnet_candidates"] * crop_network_macs("rnet") / 1e9,

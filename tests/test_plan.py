@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark_modules import load_benchmark
+from raydetect import FaceDetector
 from raydetect.tuning.calibration import (
     CALIBRATION_VERSION,
     Calibration,
@@ -202,3 +204,14 @@ def test_real_calibration_on_small_frames():
     assert min(coefficients) >= 0 and max(coefficients) > 0
     assert calibration.estimate_ms(plan_pyramid(360, 640, 20))["ms"] > 0
     assert calibration.hardware["device"] == "cpu"
+
+
+def test_stage_benchmark_counts_the_plans_work():
+    """benchmarks/detector_stages.py divides each stage's time by the plan's multiply-adds."""
+    stages = load_benchmark("detector_stages")
+    detector = FaceDetector(device="cpu")
+    image = torch.zeros((720, 1280, 3), dtype=torch.uint8)
+    gmacs = stages.stage_gmacs(image, detector, {"rnet_candidates": 556, "onet_candidates": 49})
+    assert gmacs["propose (P-Net stage)"] == pytest.approx(plan_pyramid(720, 1280).macs / 1e9)
+    assert gmacs["refine (R-Net stage)"] == pytest.approx(556 * crop_network_macs("rnet") / 1e9)
+    assert gmacs["finish (O-Net stage)"] == pytest.approx(49 * crop_network_macs("onet") / 1e9)
