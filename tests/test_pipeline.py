@@ -369,3 +369,29 @@ def test_without_source_the_quickstart_uses_the_bundled_sample():
     assert os.path.getsize(spec.sources[0]) > 100_000
     with pytest.raises(ValueError, match="--output"):
         job_spec(parser.parse_args(["some.mp4"]))
+
+
+class _EnvironmentProbe:
+    """Stands in for the decode stage's callable: yields what its worker's environment says."""
+
+    def __init__(self, options):
+        self.options = options
+
+    def __call__(self, row: dict):
+        yield {"shard": row["shard"], "arena_max": os.environ.get("MALLOC_ARENA_MAX", "")}
+
+
+def test_decode_workers_start_with_two_malloc_arenas(ray_session, monkeypatch):
+    """A reused decode worker kept the frames each task freed in a new glibc arena; its workers start
+    with MALLOC_ARENA_MAX=2 (the growth itself: benchmarks/decode_memory.py --copies)."""
+    from ray import cloudpickle
+    import ray
+
+    from raydetect.offline import job
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable in Ray's workers
+    monkeypatch.setattr(job, "_DecodeStage", _EnvironmentProbe)
+    dataset = job.add_decode_stage(ray.data.from_items([{"shard": n} for n in range(3)]),
+                                   ShardOptions(chunk_bytes=1 << 20), decode_cpus=0.5)
+    rows = sorted(dataset.take_all(), key=lambda row: row["shard"])
+    assert [row["arena_max"] for row in rows] == [job.DECODE_WORKER_ENV["MALLOC_ARENA_MAX"]] * 3

@@ -60,6 +60,10 @@ log = logging.getLogger("raydetect.offline.job")
 DECODER_MEMORY = 200 << 20  # the worker beside its chunks: Ray, Python, OpenCV, pyarrow, FFmpeg (1080p)
 CHUNK_COPIES = 7  # chunk-sized buffers alive at its peak: frames, the chunk's bytes, its Arrow block, freed pages
 MEMORY_HEADROOM = 1.25  # Ray Data warns when a worker's peak exceeds its declared memory / 1.25
+# glibc gives each new thread its own malloc arena (up to 8 per core) and keeps the memory freed in it; a
+# reused decode worker ran each task's frame buffers in a fresh one and grew by about a chunk per task.
+# Two arenas keep its peak flat (benchmarks/decode_memory.py --copies; docs/benchmarks.md).
+DECODE_WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 def decode_memory(chunk_bytes: int) -> int:
@@ -338,10 +342,12 @@ def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float, retries:
     A decode task holds the chunk it fills, the one it hands over and the decoder. Declaring that
     memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps with
     equal remote arguments): fused, shards would be decoded inside the detector actors, one after
-    another, even when the decode CPUs equal the actors'."""
+    another, even when the decode CPUs equal the actors'. The workers start with
+    :data:`DECODE_WORKER_ENV` (merged into the job's runtime environment)."""
     with _remote_args_allowed():
         return dataset.flat_map(_DecodeStage(shards), num_cpus=decode_cpus,
-                                memory=decode_memory(shards.chunk_bytes), max_retries=retries)
+                                memory=decode_memory(shards.chunk_bytes), max_retries=retries,
+                                runtime_env={"env_vars": DECODE_WORKER_ENV})
 
 
 def configure_context(context, chunk_bytes: int) -> None:
