@@ -90,6 +90,8 @@ def main() -> None:
             time.sleep(0.5)  # the output block is built after the last row: keep sampling through it
             stop.set()
 
+    if not args.default_arenas:
+        job.limit_local_arenas()  # as `raydetect detect` does: the local instance's workers inherit it
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     print("| chunk MiB | frames shipped | block size | worker before first chunk, MiB | worker peak, MiB | declared, MiB "
@@ -104,9 +106,8 @@ def main() -> None:
                                                           batch_format="pyarrow")
         declared = job.decode_memory(options.chunk_bytes)
         dataset = dataset.repartition(target_num_rows_per_block=1)
-        env = {} if args.default_arenas else {"runtime_env": {"env_vars": job.DECODE_WORKER_ENV}}
         dataset = dataset.flat_map(MeasuredDecode(options), num_cpus=0.5, memory=declared,
-                                   max_retries=job.WORKER_RETRIES, **env)
+                                   max_retries=job.WORKER_RETRIES)
         if not args.ray_defaults:
             job.configure_context(dataset.context, options.chunk_bytes)
         for name in os.listdir(report_dir):

@@ -91,6 +91,9 @@ def main() -> None:
                                            min_face_size=args.min_face_size)
     print(f"{len(metadata)} videos ({len(args.sources)} originals, {args.fakes} fakes each), {args.frames} frames "
           f"at {width}x{height}, every {args.every}th frame, crops 224")
+    from raydetect.offline.job import limit_local_arenas
+
+    limit_local_arenas()  # as `raydetect detect` does before it starts a local instance
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     DataContext.get_current().enable_progress_bars = False
     runs = []

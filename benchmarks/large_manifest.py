@@ -61,6 +61,9 @@ def run_job_until_first_detection(manifest: str, dest: str, limit_s: float | Non
     from raydetect.offline.sources import list_inputs
     from raydetect.offline.video import Sampling
 
+    from raydetect.offline.job import limit_local_arenas
+
+    limit_local_arenas()  # as `raydetect detect` does before it starts a local instance
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     base = peak_mib()

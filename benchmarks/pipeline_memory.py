@@ -90,6 +90,9 @@ def child(args: argparse.Namespace) -> None:
 
     sampler = Sampler()
     sampler.start()
+    from raydetect.offline.job import limit_local_arenas
+
+    limit_local_arenas()  # as `raydetect detect` does before it starts a local instance
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     DataContext.get_current().enable_progress_bars = False
     with tempfile.TemporaryDirectory() as dest:

@@ -113,6 +113,9 @@ def main() -> None:
 
     env_vars = {"OMP_WAIT_POLICY": args.omp_wait_policy} if args.omp_wait_policy else {}
     os.environ.update(env_vars)  # the baseline's subprocess inherits it
+    from raydetect.offline.job import limit_local_arenas
+
+    limit_local_arenas()  # as `raydetect detect` does before it starts a local instance
     ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              runtime_env={"env_vars": env_vars})
     DataContext.get_current().enable_progress_bars = False

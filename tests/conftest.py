@@ -45,6 +45,9 @@ def start_local_ray(ray) -> None:
     it left, by PID) and tried again, up to RAY_START_ATTEMPTS times."""
     from ray_processes import descendants
 
+    from raydetect.offline.job import limit_local_arenas
+
+    limit_local_arenas()  # as `raydetect detect` does before it starts a local instance
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
         before = descendants(os.getpid())
         try:

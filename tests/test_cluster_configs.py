@@ -289,6 +289,14 @@ def test_launcher_gives_every_node_the_endpoint_token_from_a_file(aws):
         assert env.get(TOKEN_ENV) == f"$(cat {token_file})", env
 
 
+def test_every_node_and_pod_limits_the_decode_workers_malloc_arenas(aws):
+    from raydetect.offline.job import ARENA_VARIABLE, DECODE_MALLOC_ARENAS
+
+    for env, _ in ray_start_invocations(aws["head_start_ray_commands"] + aws["worker_start_ray_commands"]):
+        assert env.get(ARENA_VARIABLE) == str(DECODE_MALLOC_ARENAS), env
+    assert re.search(rf"^ENV {ARENA_VARIABLE}={DECODE_MALLOC_ARENAS}$", DOCKERFILE.read_text(), re.MULTILINE)
+
+
 def test_launcher_never_exposes_the_dashboard_or_job_api(aws):
     (head,) = ray_start_invocations(aws["head_start_ray_commands"])
     params = parse_ray_start(head[1])

@@ -381,17 +381,34 @@ class _EnvironmentProbe:
         yield {"shard": row["shard"], "arena_max": os.environ.get("MALLOC_ARENA_MAX", "")}
 
 
-def test_decode_workers_start_with_two_malloc_arenas(ray_session, monkeypatch):
-    """A reused decode worker kept the frames each task freed in a new glibc arena; its workers start
-    with MALLOC_ARENA_MAX=2 (the growth itself: benchmarks/decode_memory.py --copies)."""
-    from ray import cloudpickle
+def test_decode_workers_get_the_arena_limit_from_a_runtime_env_on_a_cluster(ray_session, monkeypatch):
+    """A reused decode worker kept the frames each task freed in a new glibc arena. On a cluster (a driver
+    without MALLOC_ARENA_MAX) the decode stage's runtime environment gives its workers the limit; the
+    growth itself is measured by benchmarks/decode_memory.py --copies."""
     import ray
+    from ray import cloudpickle
 
     from raydetect.offline import job
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable in Ray's workers
     monkeypatch.setattr(job, "_DecodeStage", _EnvironmentProbe)
+    monkeypatch.delenv(job.ARENA_VARIABLE)  # this session's workers inherited 2: ask for another value
+    monkeypatch.setattr(job, "DECODE_MALLOC_ARENAS", 3)
     dataset = job.add_decode_stage(ray.data.from_items([{"shard": n} for n in range(3)]),
                                    ShardOptions(chunk_bytes=1 << 20), decode_cpus=0.5)
     rows = sorted(dataset.take_all(), key=lambda row: row["shard"])
-    assert [row["arena_max"] for row in rows] == [job.DECODE_WORKER_ENV["MALLOC_ARENA_MAX"]] * 3
+    assert [row["arena_max"] for row in rows] == ["3"] * 3
+
+
+def test_a_local_instance_passes_the_arena_limit_on_instead(monkeypatch):
+    """``raydetect detect`` sets the variable before it starts a local instance, whose workers inherit
+    it; the stage then needs no runtime environment (one costs a job seconds of worker start-up)."""
+    from raydetect.offline import job
+
+    monkeypatch.delenv(job.ARENA_VARIABLE, raising=False)
+    assert job.decode_runtime_env() == {"env_vars": {"MALLOC_ARENA_MAX": "2"}}
+    job.limit_local_arenas()
+    assert os.environ[job.ARENA_VARIABLE] == "2" and job.decode_runtime_env() is None
+    monkeypatch.setenv(job.ARENA_VARIABLE, "4")  # the user's own choice stays
+    job.limit_local_arenas()
+    assert os.environ[job.ARENA_VARIABLE] == "4"

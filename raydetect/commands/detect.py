@@ -314,6 +314,9 @@ def connect(address: str | None):
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)
     else:
+        from raydetect.offline.job import limit_local_arenas
+
+        limit_local_arenas()  # inherited by the instance's workers
         # "local": a new instance even when another one runs on this machine.
         ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
     return ray

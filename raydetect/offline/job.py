@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -62,8 +63,29 @@ CHUNK_COPIES = 7  # chunk-sized buffers alive at its peak: frames, the chunk's b
 MEMORY_HEADROOM = 1.25  # Ray Data warns when a worker's peak exceeds its declared memory / 1.25
 # glibc gives each new thread its own malloc arena (up to 8 per core) and keeps the memory freed in it; a
 # reused decode worker ran each task's frame buffers in a fresh one and grew by about a chunk per task.
-# Two arenas keep its peak flat (benchmarks/decode_memory.py --copies; docs/benchmarks.md).
-DECODE_WORKER_ENV = {"MALLOC_ARENA_MAX": "2"}
+# Two arenas keep its peak flat (benchmarks/decode_memory.py --copies; docs/benchmarks.md). glibc reads the
+# limit when a process starts, so it reaches the workers through their environment.
+ARENA_VARIABLE = "MALLOC_ARENA_MAX"
+DECODE_MALLOC_ARENAS = 2
+
+
+def decode_runtime_env() -> dict | None:
+    """The decode stage's runtime environment: the arena limit for its workers, or None when this
+    driver's environment already sets one.
+
+    A local Ray instance started from a driver with the variable passes it on to every worker
+    (``raydetect detect`` sets it before starting one: :func:`limit_local_arenas`); on a cluster the
+    workers get it from this runtime environment, which costs a job a few seconds of worker start-up.
+    """
+    if ARENA_VARIABLE in os.environ:
+        return None
+    return {"env_vars": {ARENA_VARIABLE: str(DECODE_MALLOC_ARENAS)}}
+
+
+def limit_local_arenas() -> None:
+    """Before starting a local Ray instance: its workers inherit the decode stage's arena limit
+    (unless the variable is set already, the user's choice)."""
+    os.environ.setdefault(ARENA_VARIABLE, str(DECODE_MALLOC_ARENAS))
 
 
 def decode_memory(chunk_bytes: int) -> int:
@@ -342,12 +364,13 @@ def add_decode_stage(dataset, shards: ShardOptions, decode_cpus: float, retries:
     A decode task holds the chunk it fills, the one it hands over and the decoder. Declaring that
     memory also keeps Ray Data from fusing decoding into its neighbours (it fuses only steps with
     equal remote arguments): fused, shards would be decoded inside the detector actors, one after
-    another, even when the decode CPUs equal the actors'. The workers start with
-    :data:`DECODE_WORKER_ENV` (merged into the job's runtime environment)."""
+    another, even when the decode CPUs equal the actors'. The workers' malloc arenas are limited
+    (:func:`decode_runtime_env`)."""
+    runtime_env = decode_runtime_env()
+    extra = {} if runtime_env is None else {"runtime_env": runtime_env}  # merged into the job's
     with _remote_args_allowed():
         return dataset.flat_map(_DecodeStage(shards), num_cpus=decode_cpus,
-                                memory=decode_memory(shards.chunk_bytes), max_retries=retries,
-                                runtime_env={"env_vars": DECODE_WORKER_ENV})
+                                memory=decode_memory(shards.chunk_bytes), max_retries=retries, **extra)
 
 
 def configure_context(context, chunk_bytes: int) -> None:
