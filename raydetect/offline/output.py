@@ -141,9 +141,11 @@ VIDEO_SCHEMA = pa.schema(
     ]
 )
 
+# The tables written per video by its finalising step, one file each (removed with a failed video).
+VIDEO_TABLES = (FACES, TRACKS, CLIPS)
 # Per-video tables besides faces that a fake reusing its original's boxes gets as copies of the
 # original's, with its own video, label and original.
-COPIED_FOR_FAKES = (TRACKS, CLIPS)
+COPIED_FOR_FAKES = tuple(folder for folder in VIDEO_TABLES if folder != FACES)
 
 
 class OutputError(RaydetectError, ValueError):
@@ -309,7 +311,7 @@ class JobOutput:
 
     def clear(self) -> None:
         """Remove every result of earlier runs (for ``--overwrite``)."""
-        for folder in (FACES, TRACKS, CLIPS, VIDEOS, STAGING):
+        for folder in (*VIDEO_TABLES, VIDEOS, STAGING):
             if self.fs.exists(self.path(folder)):
                 self.fs.rm(self.path(folder), recursive=True)
 
@@ -320,12 +322,14 @@ class JobOutput:
             return []
         return sorted(p for p in self.fs.ls(path, detail=False) if p.endswith(".parquet"))
 
+    def _video_parts(self) -> list[str]:
+        """The complete part files of DEST/videos (a writer's temporary file is not one)."""
+        return [p for p in self._files(VIDEOS) if not posixpath.basename(p).startswith(TEMP_PREFIX)]
+
     def finished_videos(self) -> dict[str, str]:
         """Video -> status ("ok" / "error") of every input with a row in DEST/videos."""
         done: dict[str, str] = {}
-        for path in self._files(VIDEOS):
-            if posixpath.basename(path).startswith(TEMP_PREFIX):
-                continue
+        for path in self._video_parts():
             table = self._read(path, columns=["video", "status"])
             for video, status in zip(table.column("video").to_pylist(), table.column("status").to_pylist()):
                 done[video] = status
@@ -334,9 +338,7 @@ class JobOutput:
     def video_rows(self, videos: set[str]) -> dict[str, dict]:
         """Video -> its whole DEST/videos row, for the ``videos`` that have one."""
         rows: dict[str, dict] = {}
-        for path in self._files(VIDEOS):
-            if posixpath.basename(path).startswith(TEMP_PREFIX):
-                continue
+        for path in self._video_parts():
             rows.update((row["video"], row) for row in self._read(path).to_pylist() if row["video"] in videos)
         return rows
 
@@ -373,7 +375,7 @@ class JobOutput:
         if not keys:
             return 0
         doomed = [
-            p for folder in (FACES, TRACKS, CLIPS) for p in self._files(folder)
+            p for folder in VIDEO_TABLES for p in self._files(folder)
             if posixpath.basename(p).split("-", 1)[0].split(".", 1)[0] in keys
         ]
         if doomed:
@@ -383,7 +385,7 @@ class JobOutput:
 
     def remove_temporaries(self) -> None:
         """Delete temporary files left by writers that died (call when no writer is running)."""
-        for folder in (FACES, TRACKS, CLIPS, VIDEOS, ""):
+        for folder in (*VIDEO_TABLES, VIDEOS, ""):
             path = self.path(folder) if folder else self.root
             if not self.fs.exists(path):
                 continue

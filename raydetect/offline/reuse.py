@@ -18,6 +18,7 @@ rate) is detected like any video and its DEST/videos row says why (``boxes_note`
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -37,6 +38,9 @@ from raydetect.offline.sources import VideoInput
 
 # Frame-rate difference (frames per second) below which a fake and its original sample the same frames.
 FPS_TOLERANCE = 1e-3
+# Originals' faces tables (no crops: about 100 bytes a face) a cropping actor keeps; DFDC has a few fakes
+# per original, and their chunks mostly arrive together.
+ORIGINALS_CACHED = 8
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ class ChunkCropper:
         self.output = JobOutput(dest, storage_options, retry or RetryPolicy())
         self.originals = originals
         self.schema = face_schema(True)
+        # An original's faces file, read once for all the chunks of its fakes rather than once per chunk.
+        self._original_faces = functools.lru_cache(maxsize=ORIGINALS_CACHED)(
+            lambda original: original_faces(self.output, original))
 
     def process(self, record: dict) -> dict:
         """Handle one chunk record; returns its accounting record (``faces``: rows staged)."""
@@ -132,7 +139,7 @@ class ChunkCropper:
             indices = frame_indices(record)
             owned = indices[: len(indices) - (1 if record["lookahead"] else 0)]  # the lookahead is the next chunk's
             try:
-                rows = original_faces(self.output, fake.original)
+                rows = self._original_faces(fake.original)
                 rows = rows.filter(pc.is_in(rows.column("frame_index"), pa.array(owned, pa.int64())))
                 result["faces"] = rows.num_rows
                 self.output.stage_faces(self._cropped(rows, frames, indices, record, fake), record["key"],
