@@ -48,6 +48,9 @@ def main() -> None:
     parser.add_argument("--ray-defaults", action="store_true",
                         help="leave Ray Data's block size as it is (the job before it set its own)")
     args = parser.parse_args()
+    for flag, value in (("--copies", args.copies), ("--frames-per-video", args.frames_per_video)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
 
     import ray
 
@@ -98,7 +101,7 @@ def main() -> None:
           "| 1.25 x peak, MiB |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for mib in args.chunk_mib:
-        sampling = Sampling(count=args.frames_per_video) if args.frames_per_video else Sampling()
+        sampling = Sampling() if args.frames_per_video is None else Sampling(count=args.frames_per_video)
         options = ShardOptions(shard_frames=10**9, chunk_bytes=mib << 20, keep_full_frames=args.full_frames,
                                max_side=args.max_side, sampling=sampling)
         items = [{"video": video, "label": "", "key": video_key(video)} for video in videos]
