@@ -8,7 +8,9 @@ the work in long contiguous runs (PReLU over rows of several pixels, pooling as 
 maxima that also skip the int64 indices ATen's ``max_pool2d`` writes). Other layouts, and code
 being compiled by ``torch.compile`` (inductor fuses these itself), fall back to ATen.
 ``conv2d`` and ``pointwise_conv`` run convolutions in the networks' ``conv_dtype``.
-Timings behind these choices: docs/benchmarks.md, "Layer kernels".
+``conv_prelu_max_pool`` runs a convolution, its PReLU and the pooling after it; in float32 on
+the CPU the last two are one fused pass (:mod:`raydetect.mtcnn.cpu_kernels`).
+Timings behind these choices: docs/benchmarks.md, "Layer kernels" and "Fused CPU kernels".
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import functools
 
 import torch
 import torch.nn.functional as F
+
+from raydetect.mtcnn import cpu_kernels
 
 # PReLU folds k consecutive pixels into one row of k * C values, k the largest divisor of the
 # pixel count in this range: 16 pixels of P-Net's 10 channels make 160 floats.
@@ -108,6 +112,69 @@ def _find_onednn_convolution():
 # Looked up once; tests set it to None to run the public fallback.
 _onednn_convolution = _find_onednn_convolution()
 
+# Before a fused PReLU and pooling, a convolution gets zero filters up to a multiple of this many outputs (the
+# float32 lanes of an AVX2 register): oneDNN ran P-Net's and R-Net's first convolutions (10 and 28 outputs from 3
+# channels) faster at 16 and 32, and the fused pass skips the extra channels, so nothing downstream sees them.
+CONV_WIDTH_MULTIPLE = 8
+
+
+def conv_prelu_max_pool(conv: torch.nn.Conv2d, slopes: torch.Tensor, kernel: int, x: torch.Tensor,
+                        dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``max_pool(prelu(conv(x), slopes), kernel)``: a convolution, its PReLU, then max pooling at stride 2.
+
+    In float32 on the CPU (channels-last input) PReLU and pooling run as one pass over the convolution's
+    output, with the same numbers as ATen's; elsewhere as :func:`conv2d`, :func:`prelu` and
+    :func:`max_pool`. For inference only, like those: no gradient flows through.
+
+    Args:
+        conv: the layer (C outputs); slopes: (C,) its PReLU's slopes; kernel: the pool's window side, 2 or 3.
+        x: (N, C_in, H, W) float32 or bfloat16; dtype: as in :func:`conv2d`.
+
+    Returns:
+        (N, C, H', W') in the convolution's output dtype, channels-last when x is.
+    """
+    if not _fuses(x, dtype):
+        return max_pool(prelu(conv2d(conv, x, dtype), slopes), kernel)
+    channels = conv.out_channels
+    width = -(-channels // CONV_WIDTH_MULTIPLE) * CONV_WIDTH_MULTIPLE
+    weight, bias = conv.weight, conv.bias
+    if width != channels:
+        weight = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, width - channels)).contiguous(memory_format=torch.channels_last)
+        bias = F.pad(bias, (0, width - channels))
+    features = F.conv2d(x, weight, bias)
+    height, breadth = features.shape[2:]
+    fusable = features.dtype == torch.float32 and features.is_contiguous(memory_format=torch.channels_last)
+    if min(height, breadth) < kernel or not fusable:  # autocast, say, turned the convolution to float16
+        return max_pool(prelu(features[:, :channels], slopes), kernel)
+    out = torch.empty((x.shape[0], channels, _pooled_length(height, kernel), _pooled_length(breadth, kernel)),
+                      dtype=torch.float32, memory_format=torch.channels_last)
+    cpu_kernels.prelu_max_pool(
+        _channels_last_array(features), slopes.detach().to(torch.float32).numpy(), kernel, _channels_last_array(out)
+    )
+    return out
+
+
+def _fuses(x: torch.Tensor, dtype: torch.dtype | None) -> bool:
+    """Whether :func:`conv_prelu_max_pool` can run its fused pass on ``x``."""
+    return (
+        cpu_kernels.AVAILABLE
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and dtype in (None, torch.float32)
+        and _channels_last(x)
+    )
+
+
+def _channels_last_array(x: torch.Tensor):
+    """The (N, H, W, C) numpy view of a channels-last (N, C, H, W) CPU tensor's memory."""
+    return x.detach().permute(0, 2, 3, 1).numpy()
+
+
+def _pooled_length(size: int, kernel: int) -> int:
+    """Outputs of stride-2 pooling with ``kernel`` windows and ``ceil_mode=True`` along ``size`` entries."""
+    count = -(-(size - kernel) // 2) + 1
+    return count - 1 if (count - 1) * 2 >= size else count  # ceil mode never starts a window past the last entry
+
 
 def max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
     """Max pooling, ``kernel`` x ``kernel`` windows at stride 2, ``ceil_mode=True``, no padding.
@@ -128,10 +195,7 @@ def max_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
 
 def _window_max(x: torch.Tensor, dim: int, kernel: int) -> torch.Tensor:
     """Along ``dim``: out[i] = max(x[2i], ..., x[2i + kernel - 1]), windows cut off at the edge."""
-    size = x.shape[dim]
-    count = -(-(size - kernel) // 2) + 1
-    if (count - 1) * 2 >= size:  # ceil mode never starts a window past the last entry
-        count -= 1
+    count = _pooled_length(x.shape[dim], kernel)
     shape = list(x.shape)
     shape[dim] = count
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)

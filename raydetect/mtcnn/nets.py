@@ -30,6 +30,12 @@ def _conv_prelu(conv: nn.Conv2d, prelu: nn.PReLU, x: torch.Tensor, dtype: torch.
     return layers.prelu(layers.conv2d(conv, x, dtype), prelu.weight)
 
 
+def _conv_prelu_pool(conv: nn.Conv2d, prelu: nn.PReLU, pool: nn.MaxPool2d, x: torch.Tensor,
+                     dtype: torch.dtype | None) -> torch.Tensor:
+    """One convolution, its PReLU and the pooling after it, in ``dtype``; see layers.conv_prelu_max_pool."""
+    return layers.conv_prelu_max_pool(conv, prelu.weight, pool.kernel_size, x, dtype)
+
+
 def _flatten_whc(features: torch.Tensor) -> torch.Tensor:
     """Flatten (N, C, H, W) in (W, H, C) order, the layout the dense weights were trained with."""
     return features.permute(0, 3, 2, 1).reshape(features.shape[0], -1)
@@ -69,7 +75,7 @@ class PNet(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, 10, ceil((H - 2) / 2), ceil((W - 2) / 2))."""
-        return layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, None), self.pool1.kernel_size)
+        return _conv_prelu_pool(self.conv1, self.prelu1, self.pool1, x, None)
 
     def trunk(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 10, h, w) stem features -> face_prob (N, h - 4, w - 4), offsets (N, 4, h - 4, w - 4)."""
@@ -109,8 +115,8 @@ class RNet(nn.Module):
         self.dense5_2 = nn.Linear(128, 4)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, self.conv_dtype), self.pool1.kernel_size)
-        x = layers.max_pool(_conv_prelu(self.conv2, self.prelu2, x, self.conv_dtype), self.pool2.kernel_size)
+        x = _conv_prelu_pool(self.conv1, self.prelu1, self.pool1, x, self.conv_dtype)
+        x = _conv_prelu_pool(self.conv2, self.prelu2, self.pool2, x, self.conv_dtype)
         x = _conv_prelu(self.conv3, self.prelu3, x, self.conv_dtype)
         x = self.prelu4(self.dense4(_flatten_whc(x).float()))
         face_prob = torch.softmax(self.dense5_1(x), dim=1)[:, 1]
@@ -147,9 +153,9 @@ class ONet(nn.Module):
         self.dense6_3 = nn.Linear(256, 10)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = layers.max_pool(_conv_prelu(self.conv1, self.prelu1, x, self.conv_dtype), self.pool1.kernel_size)
-        x = layers.max_pool(_conv_prelu(self.conv2, self.prelu2, x, self.conv_dtype), self.pool2.kernel_size)
-        x = layers.max_pool(_conv_prelu(self.conv3, self.prelu3, x, self.conv_dtype), self.pool3.kernel_size)
+        x = _conv_prelu_pool(self.conv1, self.prelu1, self.pool1, x, self.conv_dtype)
+        x = _conv_prelu_pool(self.conv2, self.prelu2, self.pool2, x, self.conv_dtype)
+        x = _conv_prelu_pool(self.conv3, self.prelu3, self.pool3, x, self.conv_dtype)
         x = _conv_prelu(self.conv4, self.prelu4, x, self.conv_dtype)
         x = self.prelu5(self.dense5(_flatten_whc(x).float()))
         face_prob = torch.softmax(self.dense6_1(x), dim=1)[:, 1]

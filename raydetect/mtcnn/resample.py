@@ -5,7 +5,9 @@ i.e. adaptive average pooling) makes output row i the mean of input rows
 [floor(i * n / h), ceil((i + 1) * n / h)) of the region, likewise for columns. With a
 summed-area table each output cell's sum is four look-ups, exact in integers, so
 every pyramid level and every face crop of every image is one gather, whatever the
-number of faces, and no level re-reads the full-resolution frame.
+number of faces, and no level re-reads the full-resolution frame. On the CPU the look-ups,
+the division and the normalisation run as one compiled loop
+(:mod:`raydetect.mtcnn.cpu_kernels`), with the same numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import functools
 import numpy as np
 import torch
 
+from raydetect.mtcnn import cpu_kernels
 from raydetect.mtcnn.nets import PIXEL_MEAN, PIXEL_SCALE
 
 try:  # OpenCV's integral image is several times faster than torch's strided cumsum on the CPU.
@@ -53,6 +56,7 @@ class SummedAreaTables:
             bases.append(offset)
             strides.append(width + 1)
             offset += count
+        self.cells = flat  # (3 * total cells,): channel k of cell i at 3 * i + k
         self.planes = flat.as_strided((3, offset), (1, 3))  # (3, total cells): channel k of cell i at 3 * i + k
         self.index_dtype = torch.int32 if offset < 2**31 else torch.int64
         self.base = torch.tensor(bases, dtype=torch.long, device=device)
@@ -72,6 +76,14 @@ class SummedAreaTables:
             (K, 3, height, width) float32 means in [0, 255] (or normalised), in channels-last memory layout.
         """
         width = height if width is None else width
+        if self._compiled:
+            out = torch.empty((len(regions), height, width, 3), dtype=torch.float32)
+            cpu_kernels.area_crops(
+                self.cells.numpy(), self.base.index_select(0, image_index).numpy(),
+                self.row_stride.index_select(0, image_index).numpy(), regions.contiguous().numpy(),
+                *_normalization(normalized), out.numpy(),
+            )
+            return out.permute(0, 3, 1, 2)
         row_start, row_end = _cell_edges(regions[:, 1], regions[:, 3], height)
         col_start, col_end = _cell_edges(regions[:, 0], regions[:, 2], width)
         stride = self.row_stride.index_select(0, image_index)[:, None]
@@ -105,19 +117,51 @@ class SummedAreaTables:
             (len(image_indices), 3, height, width) float32 means in [0, 255] (or normalised), channels-last.
         """
         source_height, source_width = self.sizes[image_indices[0]]
+        if any(self.sizes[index] != (source_height, source_width) for index in image_indices):
+            raise ValueError("resample_whole takes images of one size")
+        if self._compiled:
+            out = torch.empty((len(image_indices), height, width, 3), dtype=torch.float32)
+            edges = _level_edges(source_height, source_width, height, width)
+            for position, index in enumerate(image_indices):
+                table = self.whole_tables[index].numpy().reshape(source_height + 1, source_width + 1, 3)
+                cpu_kernels.area_level(table, *edges, *_normalization(normalized), out[position].numpy())
+            return out.permute(0, 3, 1, 2)
         rows_end, rows_start, cols_end, cols_start, counts, scaled_counts = _level_geometry(
             source_height, source_width, height, width, self.planes.device
         )
         levels = []
         for index in image_indices:
-            if self.sizes[index] != (source_height, source_width):
-                raise ValueError("resample_whole takes images of one size")
             table = self.whole_tables[index]
             row_sums = table.index_select(0, rows_end).sub_(table.index_select(0, rows_start))  # (height, (W + 1) * 3)
             sums = row_sums.gather(1, cols_end).sub_(row_sums.gather(1, cols_start))  # (height, width * 3)
             levels.append(_means(sums.view(height, width, 3), counts, normalized, scaled_counts))
         means = levels[0].unsqueeze(0) if len(levels) == 1 else torch.stack(levels)
         return means.view(len(image_indices), height, width, 3).permute(0, 3, 1, 2)
+
+
+    @property
+    def _compiled(self) -> bool:
+        """Whether the compiled CPU loops resample (else ATen's gathers, on any device)."""
+        return cpu_kernels.AVAILABLE and self.cells.device.type == "cpu"
+
+
+# The compiled loops' divisor scale and offset: 1 / PIXEL_SCALE and PIXEL_MEAN * PIXEL_SCALE for the networks'
+# input (see _means), 1 and 0 for means.
+_NORMALIZED = (np.float32(1.0 / PIXEL_SCALE), np.float32(PIXEL_MEAN * PIXEL_SCALE))
+_MEANS = (np.float32(1.0), np.float32(0.0))
+
+
+def _normalization(normalized: bool) -> tuple[np.float32, np.float32]:
+    return _NORMALIZED if normalized else _MEANS
+
+
+@functools.lru_cache(maxsize=48)  # a few frame sizes' levels
+def _level_edges(source_height: int, source_width: int, height: int, width: int):
+    """(height,) table rows ending and starting each output row, (width,) likewise columns, int64 numpy."""
+    full = torch.tensor([[0, source_height, source_width]])
+    row_start, row_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 1], height))
+    col_start, col_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 2], width))
+    return row_end.numpy(), row_start.numpy(), col_end.numpy(), col_start.numpy()
 
 
 @functools.lru_cache(maxsize=48)  # a few frame sizes' levels
