@@ -1,12 +1,14 @@
 """The compiled CPU loops give exactly the numbers of the ATen code they replace, and every case they do not
 cover falls back to it."""
 
+import json
 import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmark_modules import load_benchmark
 from raydetect.mtcnn import cpu_kernels, layers
 from raydetect.mtcnn.resample import SummedAreaTables
 
@@ -208,3 +210,20 @@ def test_levels_of_images_of_different_sizes_are_refused():
     tables = SummedAreaTables(_images([(30, 40), (31, 40)], 18))
     with pytest.raises(ValueError, match="one size"):
         tables.resample_whole([0, 1], 12, 16)
+
+
+def test_the_fused_kernels_benchmark_runs_and_checks_both_sides(tmp_path, capsys):
+    """benchmarks/fused_kernels.py compares the two sides' outputs before timing them; one round here."""
+    benchmark = load_benchmark("fused_kernels")
+    assert benchmark.main(["--rounds", "1", "--output", str(tmp_path / "fused.json")]) == 0
+    rows = json.loads((tmp_path / "fused.json").read_text())["rows"]
+    assert len(rows) == len(benchmark.POOLED_LAYERS) + 3 + 2  # three first layers, levels and crops
+    assert all(row["aten_ms"] > 0 and row["fused_ms"] > 0 for row in rows)
+    assert "| step | ATen | fused | fused / ATen |" in capsys.readouterr().out
+
+
+def test_the_fused_kernels_benchmark_refuses_no_rounds(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark("fused_kernels").main(["--rounds", "0"])
+    assert exit_info.value.code == 2
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
