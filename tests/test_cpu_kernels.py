@@ -3,6 +3,7 @@ cover falls back to it."""
 
 import json
 import threading
+import types
 
 import pytest
 import torch
@@ -227,3 +228,24 @@ def test_the_fused_kernels_benchmark_refuses_no_rounds(capsys):
         load_benchmark("fused_kernels").main(["--rounds", "0"])
     assert exit_info.value.code == 2
     assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_loops_compile_without_a_disk_cache_where_numba_finds_no_writable_folder(monkeypatch):
+    """numba refuses ``cache=True`` at decoration when it has nowhere to write: the loops then compile per process."""
+    real_njit = cpu_kernels.numba.njit
+    calls = []
+
+    def njit(**options):
+        calls.append(options["cache"])
+        if options["cache"]:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real_njit(**options)
+
+    monkeypatch.setattr(cpu_kernels, "numba", types.SimpleNamespace(njit=njit))  # numba's own modules keep theirs
+
+    def twice(values):
+        return values * 2
+
+    compiled = cpu_kernels._compiled(twice)
+    assert calls == [True, False]
+    assert compiled(3.0) == 6.0

@@ -34,7 +34,11 @@ def _compiled(function=None, *, fastmath: bool = True):
         return lambda f: _compiled(f, fastmath=fastmath)
     if numba is None:  # pragma: no cover
         return function
-    return numba.njit(nogil=True, cache=True, boundscheck=False, fastmath=fastmath)(function)
+    options = dict(nogil=True, boundscheck=False, fastmath=fastmath)
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:  # no writable cache folder (a read-only install, no home): compile in every process
+        return numba.njit(cache=False, **options)(function)
 
 
 def _prelu_max_pool_2(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> None:
