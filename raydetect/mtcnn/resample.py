@@ -76,7 +76,7 @@ class SummedAreaTables:
             (K, 3, height, width) float32 means in [0, 255] (or normalised), in channels-last memory layout.
         """
         width = height if width is None else width
-        if self._compiled:
+        if self._runs_compiled:
             out = torch.empty((len(regions), height, width, 3), dtype=torch.float32)
             cpu_kernels.area_crops(
                 self.cells.numpy(), self.base.index_select(0, image_index).numpy(),
@@ -119,7 +119,7 @@ class SummedAreaTables:
         source_height, source_width = self.sizes[image_indices[0]]
         if any(self.sizes[index] != (source_height, source_width) for index in image_indices):
             raise ValueError("resample_whole takes images of one size")
-        if self._compiled:
+        if self._runs_compiled:
             out = torch.empty((len(image_indices), height, width, 3), dtype=torch.float32)
             edges = _level_edges(source_height, source_width, height, width)
             for position, index in enumerate(image_indices):
@@ -138,9 +138,8 @@ class SummedAreaTables:
         means = levels[0].unsqueeze(0) if len(levels) == 1 else torch.stack(levels)
         return means.view(len(image_indices), height, width, 3).permute(0, 3, 1, 2)
 
-
     @property
-    def _compiled(self) -> bool:
+    def _runs_compiled(self) -> bool:
         """Whether the compiled CPU loops resample (else ATen's gathers, on any device)."""
         return cpu_kernels.AVAILABLE and self.cells.device.type == "cpu"
 
