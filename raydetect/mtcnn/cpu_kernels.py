@@ -7,8 +7,9 @@ and write only the result, into numpy views of the torch tensors (no copies). Th
 those of the ATen code they replace, bit for bit: maxima, the same products, and the same
 integer sums divided once. Timings: docs/benchmarks.md, "Fused CPU kernels".
 
-numba compiles each loop on first use (about a second each) and caches the machine code on
-disk; ``NUMBA_CPU_NAME`` chooses the instruction set (``haswell`` for AVX2 on a newer CPU).
+numba compiles each loop on a process's first use and caches the machine code on disk (the time
+it takes is in the docs); ``NUMBA_CPU_NAME`` chooses the instruction set (``haswell`` for AVX2
+on a newer CPU).
 Where numba cannot be imported, :data:`AVAILABLE` is False and callers use ATen instead.
 """
 
