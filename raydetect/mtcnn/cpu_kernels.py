@@ -9,8 +9,8 @@ integer sums divided once. Timings: docs/benchmarks.md, "Fused CPU kernels".
 
 numba compiles each loop on a process's first use and caches the machine code on disk (the time
 it takes is in the docs); ``NUMBA_CPU_NAME`` chooses the instruction set (``haswell`` for AVX2
-on a newer CPU).
-Where numba cannot be imported, :data:`AVAILABLE` is False and callers use ATen instead.
+on a newer CPU). Where numba cannot be imported, :data:`AVAILABLE` is False and callers use ATen
+instead.
 """
 
 from __future__ import annotations
@@ -25,23 +25,25 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps the 
 AVAILABLE = numba is not None
 
 
-def _compiled(function=None, *, fastmath: bool = True):
-    """``function`` compiled without the GIL (the detector's CPU streams call these side by side).
+def _compiled(fastmath: bool = True):
+    """Compile the decorated loop without the GIL (the detector's CPU streams call these side by side).
 
     ``fastmath`` lets maxima and minima vectorise (the inputs are finite); the resampling loops go
     without it, so that their divisions round as IEEE division does.
     """
-    if function is None:
-        return lambda f: _compiled(f, fastmath=fastmath)
-    if numba is None:  # pragma: no cover
-        return function
-    options = dict(nogil=True, boundscheck=False, fastmath=fastmath)
-    try:
-        return numba.njit(cache=True, **options)(function)
-    except RuntimeError:  # no writable cache folder (a read-only install, no home): compile in every process
-        return numba.njit(cache=False, **options)(function)
+    def compile_loop(function):
+        if numba is None:  # pragma: no cover
+            return function
+        options = dict(nogil=True, boundscheck=False, fastmath=fastmath)
+        try:
+            return numba.njit(cache=True, **options)(function)
+        except RuntimeError:  # no writable cache folder (a read-only install, no home): compile in every process
+            return numba.njit(cache=False, **options)(function)
+
+    return compile_loop
 
 
+@_compiled()
 def _prelu_max_pool_2(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> None:
     """out = max_pool(prelu(x)) over 2x2 windows at stride 2; see :func:`prelu_max_pool`."""
     count, height, width = x.shape[0], x.shape[1], x.shape[2]
@@ -63,6 +65,7 @@ def _prelu_max_pool_2(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> Non
                     out[n, i, j, c] = max(high if high > 0 else slope * high, low if low > 0 else slope * low)
 
 
+@_compiled()
 def _prelu_max_pool_3(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> None:
     """out = max_pool(prelu(x)) over 3x3 windows at stride 2; see :func:`prelu_max_pool`."""
     count, height, width = x.shape[0], x.shape[1], x.shape[2]
@@ -86,7 +89,7 @@ def _prelu_max_pool_3(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> Non
                     out[n, i, j, c] = max(high if high > 0 else slope * high, low if low > 0 else slope * low)
 
 
-_POOLS = {2: _compiled(_prelu_max_pool_2), 3: _compiled(_prelu_max_pool_3)}
+_POOLS = {2: _prelu_max_pool_2, 3: _prelu_max_pool_3}
 
 
 def prelu_max_pool(x: np.ndarray, slopes: np.ndarray, kernel: int, out: np.ndarray) -> None:

@@ -121,7 +121,7 @@ class SummedAreaTables:
             raise ValueError("resample_whole takes images of one size")
         if self._runs_compiled:
             out = torch.empty((len(image_indices), height, width, 3), dtype=torch.float32)
-            edges = _level_edges(source_height, source_width, height, width)
+            edges = [edges.numpy() for edges in _level_edges(source_height, source_width, height, width)]
             for position, index in enumerate(image_indices):
                 table = self.whole_tables[index].numpy().reshape(source_height + 1, source_width + 1, 3)
                 cpu_kernels.area_level(table, *edges, *_normalization(normalized), out[position].numpy())
@@ -156,11 +156,12 @@ def _normalization(normalized: bool) -> tuple[np.float32, np.float32]:
 
 @functools.lru_cache(maxsize=48)  # a few frame sizes' levels
 def _level_edges(source_height: int, source_width: int, height: int, width: int):
-    """(height,) table rows ending and starting each output row, (width,) likewise columns, int64 numpy."""
+    """The table rows ending and starting each output row of a level (height,), and likewise its columns
+    (width,): int64 CPU tensors, cached (a video's frames share their levels)."""
     full = torch.tensor([[0, source_height, source_width]])
     row_start, row_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 1], height))
     col_start, col_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 2], width))
-    return row_end.numpy(), row_start.numpy(), col_end.numpy(), col_start.numpy()
+    return row_end, row_start, col_end, col_start
 
 
 @functools.lru_cache(maxsize=48)  # a few frame sizes' levels
@@ -172,9 +173,9 @@ def _level_geometry(source_height: int, source_width: int, height: int, width: i
     broadcast views), the pixel count of each output cell (height, width, 1), and that
     count divided by the networks' pixel scale (see :func:`_means`).
     """
-    full = torch.tensor([[0, source_height, source_width]], device=device)
-    row_start, row_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 1], height))
-    col_start, col_end = (edges[0] for edges in _cell_edges(full[:, 0], full[:, 2], width))
+    row_end, row_start, col_end, col_start = (
+        edges.to(device) for edges in _level_edges(source_height, source_width, height, width)
+    )
     counts = ((row_end - row_start)[:, None] * (col_end - col_start)[None, :]).to(torch.float32)[:, :, None]
     # Column c of channel k sits at 3 * c + k in a row of the interleaved table.
     channel = torch.arange(3, device=device)
