@@ -249,3 +249,15 @@ def test_loops_compile_without_a_disk_cache_where_numba_finds_no_writable_folder
     compiled = cpu_kernels._compiled()(twice)
     assert calls == [True, False]
     assert compiled(3.0) == 6.0
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("region", [[-1, 0, 5, 5], [0, 0, 41, 5], [0, 0, 5, 31], [3, 0, 3, 5], [0, 4, 5, 2]])
+def test_crops_of_regions_outside_the_image_or_empty_are_refused_by_name(monkeypatch, compiled, region):
+    """The compiled loop reads without bounds checks: a bad region must never reach it (nor the gathers, which
+    would read a neighbouring row or image)."""
+    monkeypatch.setattr(cpu_kernels, "AVAILABLE", compiled)
+    tables = SummedAreaTables(_images([(30, 40), (60, 80)], 19))
+    regions = torch.tensor([[0, 0, 40, 30], region])
+    with pytest.raises(ValueError, match=r"region 1 \(x0, y0, x1, y1 = .*\) is empty or outside its image 0 of 40x30"):
+        tables.resample(torch.tensor([0, 0]), regions, 24)

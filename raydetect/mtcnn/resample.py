@@ -61,6 +61,7 @@ class SummedAreaTables:
         self.index_dtype = torch.int32 if offset < 2**31 else torch.int64
         self.base = torch.tensor(bases, dtype=torch.long, device=device)
         self.row_stride = torch.tensor(strides, dtype=torch.long, device=device)
+        self.heights = torch.tensor([height for height, _ in self.sizes], dtype=torch.long, device=device)
 
     def resample(self, image_index: torch.Tensor, regions: torch.Tensor, height: int, width: int | None = None,
                  normalized: bool = False):
@@ -74,8 +75,13 @@ class SummedAreaTables:
 
         Returns:
             (K, 3, height, width) float32 means in [0, 255] (or normalised), in channels-last memory layout.
+
+        Raises:
+            ValueError: a region is empty or reaches outside its image (the look-ups would read
+                another row's or another image's cells).
         """
         width = height if width is None else width
+        self._check_regions(image_index, regions)
         if self._runs_compiled:
             out = torch.empty((len(regions), height, width, 3), dtype=torch.float32)
             cpu_kernels.area_crops(
@@ -137,6 +143,18 @@ class SummedAreaTables:
             levels.append(_means(sums.view(height, width, 3), counts, normalized, scaled_counts))
         means = levels[0].unsqueeze(0) if len(levels) == 1 else torch.stack(levels)
         return means.view(len(image_indices), height, width, 3).permute(0, 3, 1, 2)
+
+    def _check_regions(self, image_index: torch.Tensor, regions: torch.Tensor) -> None:
+        image_widths = self.row_stride.index_select(0, image_index) - 1
+        image_heights = self.heights.index_select(0, image_index)
+        x0, y0, x1, y1 = regions.unbind(1)
+        bad = (x0 < 0) | (y0 < 0) | (x1 <= x0) | (y1 <= y0) | (x1 > image_widths) | (y1 > image_heights)
+        if bool(bad.any()):
+            row = int(torch.nonzero(bad)[0, 0])
+            raise ValueError(
+                f"region {row} (x0, y0, x1, y1 = {regions[row].tolist()}) is empty or outside its image "
+                f"{int(image_index[row])} of {int(image_widths[row])}x{int(image_heights[row])} pixels"
+            )
 
     @property
     def _runs_compiled(self) -> bool:
