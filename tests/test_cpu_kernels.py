@@ -246,7 +246,7 @@ def test_loops_compile_without_a_disk_cache_where_numba_finds_no_writable_folder
     def twice(values):
         return values * 2
 
-    compiled = cpu_kernels._compiled()(twice)
+    compiled = cpu_kernels.compiled()(twice)
     assert calls == [True, False]
     assert compiled(3.0) == 6.0
 

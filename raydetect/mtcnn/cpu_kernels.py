@@ -25,16 +25,17 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps the 
 AVAILABLE = numba is not None
 
 
-def _compiled(fastmath: bool = True):
+def compiled(fastmath: bool = True):
     """Compile the decorated loop without the GIL (the detector's CPU streams call these side by side).
 
     ``fastmath`` lets maxima and minima vectorise (the inputs are finite); the resampling loops go
-    without it, so that their divisions round as IEEE division does.
+    without it, so that their divisions round as IEEE division does. Division by zero gives inf or
+    nan, as in numpy and torch, instead of raising.
     """
     def compile_loop(function):
         if numba is None:  # pragma: no cover
             return function
-        options = dict(nogil=True, boundscheck=False, fastmath=fastmath)
+        options = dict(nogil=True, boundscheck=False, fastmath=fastmath, error_model="numpy")
         try:
             return numba.njit(cache=True, **options)(function)
         except RuntimeError:  # no writable cache folder (a read-only install, no home): compile in every process
@@ -43,7 +44,7 @@ def _compiled(fastmath: bool = True):
     return compile_loop
 
 
-@_compiled()
+@compiled()
 def _prelu_max_pool_2(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> None:
     """out = max_pool(prelu(x)) over 2x2 windows at stride 2; see :func:`prelu_max_pool`."""
     count, height, width = x.shape[0], x.shape[1], x.shape[2]
@@ -65,7 +66,7 @@ def _prelu_max_pool_2(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> Non
                     out[n, i, j, c] = max(high if high > 0 else slope * high, low if low > 0 else slope * low)
 
 
-@_compiled()
+@compiled()
 def _prelu_max_pool_3(x: np.ndarray, slopes: np.ndarray, out: np.ndarray) -> None:
     """out = max_pool(prelu(x)) over 3x3 windows at stride 2; see :func:`prelu_max_pool`."""
     count, height, width = x.shape[0], x.shape[1], x.shape[2]
@@ -107,7 +108,7 @@ def prelu_max_pool(x: np.ndarray, slopes: np.ndarray, kernel: int, out: np.ndarr
 
 
 
-@_compiled(fastmath=False)
+@compiled(fastmath=False)
 def area_level(table, rows_end, rows_start, cols_end, cols_start, divisor_scale, offset, out):
     """Area-resample a whole image from its summed-area table (a pyramid level):
     out[i, j, k] = (sum of output cell (i, j) in channel k) / (its pixel count * divisor_scale) - offset.
@@ -130,7 +131,7 @@ def area_level(table, rows_end, rows_start, cols_end, cols_start, divisor_scale,
                 out[i, j, k] = np.float32(total) / divisor - offset
 
 
-@_compiled(fastmath=False)
+@compiled(fastmath=False)
 def area_crops(cells, base, row_stride, regions, divisor_scale, offset, out):
     """Area-resample rectangular regions of several images, each to out's height x width.
 
