@@ -1,9 +1,12 @@
 """NMS against a slow, obviously correct greedy loop, on each of its three paths: the compiled grid loop
 (CPU), and the whole-tensor solution with swept or dense overlapping pairs (every other device)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from benchmark_modules import load_benchmark
 
 import raydetect.mtcnn.nms as nms_module
 from raydetect.mtcnn.nms import box_overlap, nms
@@ -156,3 +159,23 @@ def test_non_finite_boxes_take_the_tensor_path(monkeypatch):
     monkeypatch.setattr(nms_module.nms_grid, "greedy_keep", None)  # would fail if called
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, float("inf"), 10.0]])
     assert nms(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0, 1]
+
+
+def test_the_nms_benchmark_times_both_paths_on_the_cascades_own_calls(data_dir, tmp_path, capsys):
+    """benchmarks/nms_speed.py checks that both paths keep the same boxes before timing them; one round here."""
+    benchmark = load_benchmark("nms_speed")
+    inputs = ["street_crowd_24f_640x360.mp4@frames=0", "multiface.jpg"]
+    argv = ["--rounds", "1", "--data-root", str(data_dir), "--inputs", *inputs, "--output", str(tmp_path / "nms.json")]
+    assert benchmark.main(argv) == 0
+    rows = json.loads((tmp_path / "nms.json").read_text())["rows"]
+    assert {row["input"] for row in rows} == set(inputs)
+    assert [row["stage"] for row in rows if row["input"] == "multiface.jpg"] == benchmark.STAGES
+    assert all(row["grid_ms"] > 0 and row["tensor_ms"] > 0 and row["boxes"] >= row["kept"] for row in rows)
+    assert "| input | NMS | boxes | kept | grid | tensor | grid / tensor |" in capsys.readouterr().out
+
+
+def test_the_nms_benchmark_refuses_no_rounds(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark("nms_speed").main(["--rounds", "0"])
+    assert exit_info.value.code == 2
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
