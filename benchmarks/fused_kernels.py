@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
@@ -29,6 +29,9 @@ from raydetect.mtcnn import cpu_kernels, layers
 from raydetect.mtcnn.pyramid import level_size, pyramid_scales
 from raydetect.mtcnn.resample import SummedAreaTables
 from raydetect.mtcnn.weights import load_networks
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alternating import alternate  # noqa: E402
 
 # (name, network, first layer, PReLU, pool, input shape): the pooled layers of a 720p street frame (its first
 # pyramid level; 278 R-Net and 25 O-Net crops per stream, the chunks two streams run).
@@ -44,20 +47,10 @@ FRAME = (720, 1280)
 RNET_CROPS = 556  # a street frame's R-Net candidates
 
 
-def _median_ms(times: list[float]) -> float:
-    return round(statistics.median(times) * 1000, 3)
-
-
 def _alternate(rounds: int, aten, fused) -> dict:
     """Median ms of each side over ``rounds`` rounds, the sides' order swapped every round."""
     aten(), fused()  # warm-up (and numba's compilation or cache load)
-    times = {"aten": [], "fused": []}
-    for round_index in range(rounds):
-        for side in (("aten", "fused") if round_index % 2 == 0 else ("fused", "aten")):
-            started = time.perf_counter()
-            (aten if side == "aten" else fused)()
-            times[side].append(time.perf_counter() - started)
-    aten_ms, fused_ms = _median_ms(times["aten"]), _median_ms(times["fused"])
+    aten_ms, fused_ms = alternate(rounds, aten, fused)
     return {"aten_ms": aten_ms, "fused_ms": fused_ms, "fused_over_aten": round(fused_ms / aten_ms, 3)}
 
 

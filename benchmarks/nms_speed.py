@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media_inputs  # noqa: E402
+from alternating import alternate  # noqa: E402
 
 # A 1280x720 frame of the street video and the crowd photo; --inputs takes other media specs (media_inputs.py).
 INPUTS = ["videos/street_crowd_1080p.mp4@frames=0,resize=1280x720", "crowds/ultralight_imgs_17.jpg"]
@@ -70,13 +69,7 @@ def time_call(call: dict, rounds: int) -> dict:
         raise AssertionError(f"{call['stage']}: this call does not take the compiled loop")
     if not torch.equal(kept, tensor()):
         raise AssertionError(f"{call['stage']}: the grid and tensor paths keep different boxes")
-    times = {"grid": [], "tensor": []}
-    for round_index in range(rounds):
-        for side in (("grid", "tensor") if round_index % 2 == 0 else ("tensor", "grid")):
-            started = time.perf_counter()
-            (grid if side == "grid" else tensor)()
-            times[side].append(time.perf_counter() - started)
-    grid_ms, tensor_ms = (round(statistics.median(times[side]) * 1000, 3) for side in ("grid", "tensor"))
+    grid_ms, tensor_ms = alternate(rounds, grid, tensor)
     return {"stage": call["stage"], "boxes": int(call["args"][0].shape[0]), "kept": int(kept.shape[0]),
             "grid_ms": grid_ms, "tensor_ms": tensor_ms, "grid_over_tensor": round(grid_ms / tensor_ms, 3)}
 
