@@ -261,3 +261,41 @@ def test_crops_of_regions_outside_the_image_or_empty_are_refused_by_name(monkeyp
     regions = torch.tensor([[0, 0, 40, 30], region])
     with pytest.raises(ValueError, match=r"region 1 \(x0, y0, x1, y1 = .*\) is empty or outside its image 0 of 40x30"):
         tables.resample(torch.tensor([0, 0]), regions, 24)
+
+
+# Pieces of a fused layer: groups of crops; bands of one image (pooled rows with windows of 2 and 3, odd and
+# even sides, a last band of one row); several large images, each in bands.
+@pytest.mark.parametrize("inputs, outputs, kernel, shape, piece_bytes", [
+    (3, 28, 3, (37, 24, 24), 2_000 * 32 * 4),  # 5 crops a piece, the last piece shorter
+    (3, 10, 2, (1, 101, 67), 7 * 65 * 16 * 4),  # bands of 3 pooled rows
+    (3, 10, 2, (1, 100, 67), 7 * 65 * 16 * 4),
+    (3, 32, 3, (1, 59, 40), 5 * 38 * 32 * 4),  # bands of 2 pooled rows; the last band holds one
+    (10, 16, 3, (3, 45, 31), 1),  # one pooled row a piece
+    (3, 10, 2, (2, 64, 64), 20 * 62 * 16 * 4),  # two images, each in bands
+])
+def test_a_fused_layer_in_pieces_equals_it_in_one(monkeypatch, inputs, outputs, kernel, shape, piece_bytes):
+    count, height, width = shape
+    conv, slopes = _conv(inputs, outputs, 10), _slopes(outputs, 11)
+    x = _features((count, inputs, height, width), 12)
+    with torch.no_grad():
+        whole = layers.conv_prelu_max_pool(conv, slopes, kernel, x)
+        monkeypatch.setattr(layers, "PIECE_BYTES", piece_bytes)
+        pieces = layers._pieces(count, height - 2, (width - 2) * layers._padded_filters(conv)[0].shape[0] * 4, kernel)
+        assert len(pieces) > 1
+        assert torch.equal(layers.conv_prelu_max_pool(conv, slopes, kernel, x), whole)
+
+
+def test_pieces_cover_every_pooled_row_of_every_image_once_and_stay_under_the_limit(monkeypatch):
+    for count, conv_height, row_bytes, kernel, limit in [(7, 22, 22 * 128, 3, 30_000), (2, 431, 767 * 64, 2, 2**21),
+                                                        (1, 9, 100, 3, 1), (3, 5, 10, 2, 10**9)]:
+        monkeypatch.setattr(layers, "PIECE_BYTES", limit)
+        rows = layers._pooled_length(conv_height, kernel)
+        covered = []
+        for images, band in layers._pieces(count, conv_height, row_bytes, kernel):
+            image_count, band_rows = images.stop - images.start, band.stop - band.start
+            covered += [(image, row) for image in range(images.start, images.stop) for row in range(band.start, band.stop)]
+            if band_rows == rows:  # whole images
+                assert image_count * conv_height * row_bytes <= limit or image_count == 1
+            else:  # a band of one image: about two convolution rows per pooled row
+                assert image_count == 1 and (2 * band_rows * row_bytes <= limit or band_rows == 1)
+        assert sorted(covered) == [(image, row) for image in range(count) for row in range(rows)]

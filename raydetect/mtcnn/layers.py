@@ -118,40 +118,83 @@ _onednn_convolution = _find_onednn_convolution()
 CONV_WIDTH_MULTIPLE = 8
 
 
+# The fused path runs a convolution and its PReLU-pooling pass in pieces (groups of images, or bands of rows of
+# one image) whose convolution output is at most this many bytes, so that the pass reads it from the cache the
+# convolution just wrote it to instead of from memory (a whole layer's output reaches 20 MB).
+PIECE_BYTES = 2 * 2**20
+
+
 def conv_prelu_max_pool(conv: torch.nn.Conv2d, slopes: torch.Tensor, kernel: int, x: torch.Tensor,
                         dtype: torch.dtype | None = None) -> torch.Tensor:
     """``max_pool(prelu(conv(x), slopes), kernel)``: a convolution, its PReLU, then max pooling at stride 2.
 
     In float32 on the CPU (channels-last input) PReLU and pooling run as one pass over the convolution's
-    output, with the same numbers as ATen's; elsewhere as :func:`conv2d`, :func:`prelu` and
-    :func:`max_pool`. For inference only, like those: no gradient flows through.
+    output, piece by piece (:data:`PIECE_BYTES`), with the same numbers as ATen's; elsewhere as
+    :func:`conv2d`, :func:`prelu` and :func:`max_pool`. For inference only, like those: no gradient flows
+    through.
 
     Args:
-        conv: the layer (C outputs); slopes: (C,) its PReLU's slopes; kernel: the pool's window side, 2 or 3.
+        conv: the layer (C outputs, unpadded); slopes: (C,) its PReLU's slopes; kernel: the pool's window
+            side, 2 or 3.
         x: (N, C_in, H, W) float32 or bfloat16; dtype: as in :func:`conv2d`.
 
     Returns:
         (N, C, H', W') in the convolution's output dtype, channels-last when x is.
     """
-    if not _fuses(x, dtype):
+    if not _fuses(x, dtype) or conv.padding != (0, 0) or conv.stride != (1, 1) or conv.dilation != (1, 1):
         return max_pool(prelu(conv2d(conv, x, dtype), slopes), kernel)
     channels = conv.out_channels
-    width = -(-channels // CONV_WIDTH_MULTIPLE) * CONV_WIDTH_MULTIPLE
-    weight, bias = conv.weight, conv.bias
-    if width != channels:
-        weight = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, width - channels)).contiguous(memory_format=torch.channels_last)
-        bias = F.pad(bias, (0, width - channels))
-    features = F.conv2d(x, weight, bias)
-    height, breadth = features.shape[2:]
-    fusable = features.dtype == torch.float32 and features.is_contiguous(memory_format=torch.channels_last)
-    if min(height, breadth) < kernel or not fusable:  # autocast, say, turned the convolution to float16
-        return max_pool(prelu(features[:, :channels], slopes), kernel)
-    out = torch.empty((x.shape[0], channels, _pooled_length(height, kernel), _pooled_length(breadth, kernel)),
+    weight, bias = _padded_filters(conv)
+    count, _, height, breadth = x.shape
+    conv_height, conv_breadth = height - conv.kernel_size[0] + 1, breadth - conv.kernel_size[1] + 1
+    if min(conv_height, conv_breadth) < kernel:
+        return max_pool(prelu(F.conv2d(x, weight, bias)[:, :channels], slopes), kernel)
+    out = torch.empty((count, channels, _pooled_length(conv_height, kernel), _pooled_length(conv_breadth, kernel)),
                       dtype=torch.float32, memory_format=torch.channels_last)
-    cpu_kernels.prelu_max_pool(
-        _channels_last_array(features), slopes.detach().to(torch.float32).numpy(), kernel, _channels_last_array(out)
-    )
+    pooled = _channels_last_array(out)
+    slope_values = slopes.detach().to(torch.float32).numpy()
+    row_bytes = conv_breadth * weight.shape[0] * x.element_size()
+    for images, rows in _pieces(count, conv_height, row_bytes, kernel):
+        # Pooled rows rows.start.. read convolution rows 2 * rows.start.. and those read kernel_size - 1 more.
+        last_conv_row = min(2 * (rows.stop - 1) + kernel - 1, conv_height - 1)
+        inputs = x[images, :, 2 * rows.start : last_conv_row + conv.kernel_size[0]]
+        features = F.conv2d(inputs, weight, bias)
+        if features.dtype != torch.float32 or not features.is_contiguous(memory_format=torch.channels_last):
+            # autocast, say, turned the convolution to float16: the whole layer as ATen runs it
+            return max_pool(prelu(F.conv2d(x, weight, bias)[:, :channels], slopes), kernel)
+        cpu_kernels.prelu_max_pool(_channels_last_array(features), slope_values, kernel, pooled[images, rows])
     return out
+
+
+def _padded_filters(conv: torch.nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's weight and bias with zero filters up to a multiple of CONV_WIDTH_MULTIPLE outputs."""
+    channels = conv.out_channels
+    width = -(-channels // CONV_WIDTH_MULTIPLE) * CONV_WIDTH_MULTIPLE
+    if width == channels:
+        return conv.weight, conv.bias
+    weight = F.pad(conv.weight, (0, 0, 0, 0, 0, 0, 0, width - channels))
+    return weight.contiguous(memory_format=torch.channels_last), F.pad(conv.bias, (0, width - channels))
+
+
+def _pieces(count: int, conv_height: int, row_bytes: int, kernel: int) -> list[tuple[slice, slice]]:
+    """(images, pooled rows) pieces of a fused layer, each with at most PIECE_BYTES of convolution output.
+
+    Whole images are grouped when one fits; a larger image is cut into bands of pooled rows, one image at a
+    time. A piece holds at least one image, or one pooled row of one image.
+
+    Args:
+        count: images; conv_height: rows of the convolution's output per image; row_bytes: bytes of one
+            such row; kernel: the pool's window side.
+    """
+    pooled_rows = _pooled_length(conv_height, kernel)
+    image_bytes = conv_height * row_bytes
+    if image_bytes <= PIECE_BYTES:
+        step = max(1, PIECE_BYTES // image_bytes)
+        return [(slice(start, min(start + step, count)), slice(0, pooled_rows)) for start in range(0, count, step)]
+    # A band of b pooled rows needs about 2 * b convolution rows.
+    band = max(1, PIECE_BYTES // (2 * row_bytes))
+    return [(slice(image, image + 1), slice(start, min(start + band, pooled_rows)))
+            for image in range(count) for start in range(0, pooled_rows, band)]
 
 
 def _fuses(x: torch.Tensor, dtype: torch.dtype | None) -> bool:
