@@ -299,3 +299,41 @@ def test_pieces_cover_every_pooled_row_of_every_image_once_and_stay_under_the_li
             else:  # a band of one image: about two convolution rows per pooled row
                 assert image_count == 1 and (2 * band_rows * row_bytes <= limit or band_rows == 1)
         assert sorted(covered) == [(image, row) for image in range(count) for row in range(rows)]
+
+
+def test_the_pieces_benchmark_times_both_ways_after_checking_the_same_faces(data_dir, tmp_path, capsys):
+    """benchmarks/fused_pieces.py: one round on the vendored media, a piece size small enough to cut every layer."""
+    benchmark = load_benchmark("fused_pieces")
+    inputs = ["street_crowd_24f_640x360.mp4@frames=0", "multiface.jpg"]
+    argv = ["--rounds", "1", "--piece-mib", "0.25", "--data-root", str(data_dir), "--inputs", *inputs,
+            "--output", str(tmp_path / "pieces.json")]
+    assert benchmark.main(argv) == 0
+    rows = json.loads((tmp_path / "pieces.json").read_text())["rows"]
+    assert [row["input"] for row in rows] == inputs
+    assert all(row["pieces_ms"] > 0 and row["whole_ms"] > 0 and row["piece_mib"] == 0.25 for row in rows)
+    assert "| input | images | piece MiB | in pieces | whole layers | pieces / whole |" in capsys.readouterr().out
+    assert layers.PIECE_BYTES == 2 * 2**20  # put back
+
+
+def test_the_pieces_benchmark_refuses_a_layer_cut_differently(data_dir, monkeypatch):
+    benchmark = load_benchmark("fused_pieces")
+    real = benchmark.detect_all
+
+    def wrong_with_pieces(detector, images, piece_bytes):
+        detections = real(detector, images, piece_bytes)
+        if piece_bytes != benchmark.ONE_PIECE:
+            detections[0].scores[:1] += 0.5
+        return detections
+
+    monkeypatch.setattr(benchmark, "detect_all", wrong_with_pieces)
+    with pytest.raises(AssertionError, match="scores differ with pieces"):
+        benchmark.main(["--rounds", "1", "--data-root", str(data_dir), "--inputs", "multiface.jpg"])
+
+
+@pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "--rounds must be at least 1, got 0"),
+                                           (["--piece-mib", "0"], "--piece-mib takes sizes above 0, got 0.0")])
+def test_the_pieces_benchmark_refuses_bad_arguments(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        load_benchmark("fused_pieces").main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
