@@ -31,7 +31,7 @@ from raydetect.mtcnn.resample import SummedAreaTables
 from raydetect.mtcnn.weights import load_networks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from alternating import alternate  # noqa: E402
+import alternating  # noqa: E402
 
 # (name, network, first layer, PReLU, pool, input shape): the pooled layers of a 720p street frame (its first
 # pyramid level; 278 R-Net and 25 O-Net crops per stream, the chunks two streams run).
@@ -50,7 +50,7 @@ RNET_CROPS = 556  # a street frame's R-Net candidates
 def _alternate(rounds: int, aten, fused) -> dict:
     """Median ms of each side over ``rounds`` rounds, the sides' order swapped every round."""
     aten(), fused()  # warm-up (and numba's compilation or cache load)
-    aten_ms, fused_ms = alternate(rounds, aten, fused)
+    aten_ms, fused_ms = alternating.alternate(rounds, aten, fused)
     return {"aten_ms": aten_ms, "fused_ms": fused_ms, "fused_over_aten": round(fused_ms / aten_ms, 3)}
 
 
@@ -130,11 +130,8 @@ def _as_list(result) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=21, help="alternating rounds per step (at least 1)")
-    parser.add_argument("--output", help="write the rows as JSON here")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    alternating.add_arguments(parser, rounds=21, per="step")
+    args = alternating.parse_arguments(parser, argv)
     if not cpu_kernels.AVAILABLE:
         parser.error("numba is not importable here: there are no fused loops to time")
     torch.set_num_threads(1)

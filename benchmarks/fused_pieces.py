@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media_inputs  # noqa: E402
-from alternating import alternate  # noqa: E402
+import alternating  # noqa: E402
 
 INPUTS = ["videos/street_crowd_1080p.mp4@every=30,resize=1280x720", "crowds/ultralight_imgs_17.jpg"]
 ONE_PIECE = 2**62  # bytes: no layer is cut
@@ -51,8 +51,8 @@ def time_input(detector, spec: str, images: list[np.ndarray], piece_bytes: int, 
     """Median ms per image with pieces of ``piece_bytes`` and with one piece per layer."""
     pieced = detect_all(detector, images, piece_bytes)  # also the warm-up of both sides
     check_same_faces(spec, piece_bytes, pieced, detect_all(detector, images, ONE_PIECE))
-    pieces_ms, whole_ms = alternate(rounds, lambda: detect_all(detector, images, piece_bytes),
-                                    lambda: detect_all(detector, images, ONE_PIECE))
+    pieces_ms, whole_ms = alternating.alternate(rounds, lambda: detect_all(detector, images, piece_bytes),
+                                                lambda: detect_all(detector, images, ONE_PIECE))
     return {"input": spec, "images": len(images), "piece_mib": piece_bytes / 2**20,
             "pieces_ms": round(pieces_ms / len(images), 3), "whole_ms": round(whole_ms / len(images), 3),
             "pieces_over_whole": round(pieces_ms / whole_ms, 3)}
@@ -60,17 +60,11 @@ def time_input(detector, spec: str, images: list[np.ndarray], piece_bytes: int, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (at least 1)")
+    alternating.add_arguments(parser, rounds=15, per="piece size and input", inputs=INPUTS)
     parser.add_argument("--piece-mib", type=float, nargs="+", default=None,
                         help="piece sizes to time, MiB (default: the detector's own)")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cpu-streams", type=int, default=2)
-    parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
-    parser.add_argument("--inputs", nargs="+", default=INPUTS, help="media specs; each is timed on its own")
-    parser.add_argument("--output", help="write the rows as JSON here")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    args = alternating.parse_arguments(parser, argv)
     if args.piece_mib is not None and min(args.piece_mib) <= 0:
         parser.error(f"--piece-mib takes sizes above 0, got {min(args.piece_mib)}")
     from raydetect import FaceDetector

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import media_inputs  # noqa: E402
-from alternating import alternate  # noqa: E402
+import alternating  # noqa: E402
 
 # A 1280x720 frame of the street video and the crowd photo; --inputs takes other media specs (media_inputs.py).
 INPUTS = ["videos/street_crowd_1080p.mp4@frames=0,resize=1280x720", "crowds/ultralight_imgs_17.jpg"]
@@ -69,21 +69,15 @@ def time_call(call: dict, rounds: int) -> dict:
         raise AssertionError(f"{call['stage']}: this call does not take the compiled loop")
     if not torch.equal(kept, tensor()):
         raise AssertionError(f"{call['stage']}: the grid and tensor paths keep different boxes")
-    grid_ms, tensor_ms = alternate(rounds, grid, tensor)
+    grid_ms, tensor_ms = alternating.alternate(rounds, grid, tensor)
     return {"stage": call["stage"], "boxes": int(call["args"][0].shape[0]), "kept": int(kept.shape[0]),
             "grid_ms": grid_ms, "tensor_ms": tensor_ms, "grid_over_tensor": round(grid_ms / tensor_ms, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=21, help="alternating rounds per call (at least 1)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-root", type=Path, default=media_inputs.data_root_from_env())
-    parser.add_argument("--inputs", nargs="+", default=INPUTS, help="media specs, one detect call each")
-    parser.add_argument("--output", help="write the rows as JSON here")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    alternating.add_arguments(parser, rounds=21, per="call", inputs=INPUTS)
+    args = alternating.parse_arguments(parser, argv)
     from raydetect import FaceDetector
     from raydetect.mtcnn import nms_grid
 
