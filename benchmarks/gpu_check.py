@@ -12,9 +12,11 @@ Sections of the report (markdown on stdout, everything also in ``--output`` JSON
 3. frames per second on 1080p and 720p street frames at batch sizes 1, 8 and 32;
 4. the 312-face crowd photo's time against a one-face frame of the same size (the goal: about the same cost);
 5. peak GPU memory under the default work budget;
-6. ``torch.compile`` on and off;
-7. a short ``raydetect detect --gpus-per-actor 1`` job over the street video: frames per second and the share
-   of its time spent decoding.
+6. a short ``raydetect detect --gpus-per-actor 1`` job over the street video: frames per second and the share
+   of its time spent decoding;
+7. ``torch.compile`` on and off.
+
+A line on stderr marks each section's end, and ``--output`` holds the report so far after each one.
 
 With ``--device cpu`` the CUDA configuration runs on the CPU (:func:`cuda_defaults_on_cpu`; float16 there is
 slow, so only ``--quick`` sizes are practical) and sections 5 to 7 say why they are skipped; ``--quick``
@@ -210,7 +212,9 @@ def detect_job(data_root: Path) -> dict:
         return report
 
 
-def run(device: str, quick: bool, data_root: Path) -> dict:
+def run(device: str, quick: bool, data_root: Path, on_section=lambda name, report: None) -> dict:
+    """The report, section by section; ``on_section(name, report)`` is called after each one (progress, and a
+    partial report on disk in case the run is cut short)."""
     import torch
 
     from raydetect import FaceDetector
@@ -235,17 +239,37 @@ def run(device: str, quick: bool, data_root: Path) -> dict:
     per_level = device_detector(device, min_face_size=MIN_FACE_SIZE)
     per_level.config = dataclasses.replace(per_level.config, pack_levels_below=0)
     report["packed_against_per_level"] = agreement(records(per_level, images), found)
+    on_section("agreement", report)
     frames = street_frames(data_root, 2, QUICK_FRAME_SIZES) if quick else street_frames(data_root, 32)
     report["frames_per_second"] = frames_per_second(target, frames, [1, 2] if quick else [1, 8, 32], device, repeats)
+    on_section("frames_per_second", report)
     if quick:
         report["crowd_against_one_face"] = "skipped (--quick)"
     else:
         report["crowd_against_one_face"] = crowd_against_one_face(target, data_root, device, repeats)
+    on_section("crowd_against_one_face", report)
     on_gpu = device.startswith("cuda")
     report["peak_memory"] = peak_memory(device, data_root) if on_gpu else "skipped (no GPU)"
-    report["compile"] = compile_on_off(device, data_root, repeats) if on_gpu and not quick else "skipped"
+    on_section("peak_memory", report)
+    # The job before torch.compile: compiling is the slowest section, and the last to give up if time runs out.
     report["detect_job"] = detect_job(data_root) if on_gpu and not quick else "skipped"
+    on_section("detect_job", report)
+    report["compile"] = compile_on_off(device, data_root, repeats) if on_gpu and not quick else "skipped"
+    on_section("compile", report)
     return report
+
+
+def progress(output: Path | None):
+    """An ``on_section`` for :func:`run`: a line on stderr with the seconds so far, and the report so far
+    written to ``output``."""
+    started = time.perf_counter()
+
+    def report_section(name: str, report: dict) -> None:
+        print(f"[gpu_check] {name} done after {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        if output:
+            output.write_text(json.dumps(report, indent=1, default=str))
+
+    return report_section
 
 
 def print_report(report: dict) -> None:
@@ -262,7 +286,7 @@ def print_report(report: dict) -> None:
     print("\n| frames | batch | frames/s | ms per call |\n|---|---:|---:|---:|")
     for row in report["frames_per_second"]:
         print(f"| {row['frames']} | {row['batch']} | {row['fps']:.1f} | {row['ms_per_call']:.0f} |")
-    for name in ("crowd_against_one_face", "peak_memory", "compile", "detect_job"):
+    for name in ("crowd_against_one_face", "peak_memory", "detect_job", "compile"):
         print(f"\n**{name}**: {json.dumps(report[name], default=str)}")
 
 
@@ -275,10 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.data_root.is_dir():
         parser.error(f"shared media not found at {args.data_root} (--data-root)")
-    report = run(args.device, args.quick, args.data_root)
+    report = run(args.device, args.quick, args.data_root, progress(args.output))
     print_report(report)
-    if args.output:
-        args.output.write_text(json.dumps(report, indent=1, default=str))
     met = all(report[name]["passes"] for name in ("agreement_default", "agreement_float32", "packed_against_per_level"))
     return 0 if met else 1
 

@@ -38,4 +38,18 @@ def test_quick_report_on_the_cpu_meets_the_agreement_criteria(shared_data, tmp_p
     assert report["default_precision"] == "float16"
     assert [row["batch"] for row in report["frames_per_second"]] == [1, 2]
     assert all(row["fps"] > 0 for row in report["frames_per_second"])
-    assert "| agreement_default |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| agreement_default |" in captured.out
+    sections = ["agreement", "frames_per_second", "crowd_against_one_face", "peak_memory", "detect_job", "compile"]
+    assert [line.split()[1] for line in captured.err.splitlines() if line.startswith("[gpu_check]")] == sections
+
+
+def test_progress_keeps_the_report_so_far_on_disk(tmp_path, capsys):
+    output = tmp_path / "partial.json"
+    on_section = load_benchmark("gpu_check").progress(output)
+    on_section("agreement", {"agreement_default": {"passes": True}})
+    assert json.loads(output.read_text()) == {"agreement_default": {"passes": True}}
+    on_section("frames_per_second", {"agreement_default": {"passes": True}, "frames_per_second": []})
+    assert "frames_per_second" in json.loads(output.read_text())
+    assert capsys.readouterr().err.startswith("[gpu_check] agreement done after ")
+    load_benchmark("gpu_check").progress(None)("agreement", {})  # no output file: progress lines only
