@@ -192,8 +192,26 @@ def compile_on_off(device: str, data_root: Path, repeats: int) -> list[dict]:
     return rows
 
 
-def detect_job(data_root: Path) -> dict:
-    """A short ``raydetect detect --gpus-per-actor 1`` job: 32 frames of the street video, with crops."""
+def job_stages(video: Path, frames: int, device: str) -> dict:
+    """The job's own steps over ``frames`` frames of ``video``, with crops, in this process without Ray, timed
+    step by step (``benchmarks/job_breakdown.py``): seconds and shares of decoding, detection, cropping and
+    writing, and frames per second through them one after the other."""
+    import os
+
+    import job_breakdown
+
+    from raydetect.offline.video import Sampling
+
+    seconds, detected, faces = job_breakdown.run_stages([str(video)], Sampling(count=frames), os.cpu_count() or 1,
+                                                        device)
+    total = sum(seconds.values())
+    return {"frames": detected, "faces": faces, "seconds": seconds,
+            "shares": {name: value / total for name, value in seconds.items()}, "frames_per_second": detected / total}
+
+
+def detect_job(data_root: Path, device: str) -> dict:
+    """A short ``raydetect detect --gpus-per-actor 1`` job: 32 frames of the street video, with crops; then the
+    same frames through the job's steps one by one (:func:`job_stages`), for the share of decoding."""
     with tempfile.TemporaryDirectory() as output:
         command = [sys.executable, "-m", "raydetect", "detect", str(data_root / STREET_VIDEO), "--output", output,
                    "--frames-per-video", "32", "--crops", "--gpus-per-actor", "1"]
@@ -209,7 +227,8 @@ def detect_job(data_root: Path) -> dict:
             report["videos"] = [{k: v for k, v in row.items() if "second" in k or "frame" in k} for row in videos]
         except Exception as exc:  # the log tail says why the job wrote nothing
             report["videos_error"] = repr(exc)
-        return report
+    report["stages"] = job_stages(data_root / STREET_VIDEO, 32, device)
+    return report
 
 
 def run(device: str, quick: bool, data_root: Path, on_section=lambda name, report: None) -> dict:
@@ -252,7 +271,7 @@ def run(device: str, quick: bool, data_root: Path, on_section=lambda name, repor
     report["peak_memory"] = peak_memory(device, data_root) if on_gpu else "skipped (no GPU)"
     on_section("peak_memory", report)
     # The job before torch.compile: compiling is the slowest section, and the last to give up if time runs out.
-    report["detect_job"] = detect_job(data_root) if on_gpu and not quick else "skipped"
+    report["detect_job"] = detect_job(data_root, device) if on_gpu and not quick else "skipped"
     on_section("detect_job", report)
     report["compile"] = compile_on_off(device, data_root, repeats) if on_gpu and not quick else "skipped"
     on_section("compile", report)
@@ -288,6 +307,12 @@ def print_report(report: dict) -> None:
         print(f"| {row['frames']} | {row['batch']} | {row['fps']:.1f} | {row['ms_per_call']:.0f} |")
     for name in ("crowd_against_one_face", "peak_memory", "detect_job", "compile"):
         print(f"\n**{name}**: {json.dumps(report[name], default=str)}")
+    stages = report["detect_job"].get("stages") if isinstance(report["detect_job"], dict) else None
+    if stages:
+        print(f"\n| the job's steps, {stages['frames']} frames in one process | seconds | share |\n|---|---:|---:|")
+        for step, seconds in stages["seconds"].items():
+            print(f"| {step} | {seconds:.2f} | {100 * stages['shares'][step]:.0f}% |")
+        print(f"| all, {stages['frames_per_second']:.1f} frames/s | {sum(stages['seconds'].values()):.2f} | |")
 
 
 def main(argv: list[str] | None = None) -> int:

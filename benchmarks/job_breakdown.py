@@ -70,14 +70,15 @@ class _Timed:
             self.totals[self.name] += time.perf_counter() - started
 
 
-def run_stages(videos: list[str], sampling: Sampling, threads: int) -> tuple[dict, int, int]:
-    """Seconds per stage, frames detected and faces, for the job's steps run in order in this process."""
+def run_stages(videos: list[str], sampling: Sampling, threads: int, device: str = "cpu") -> tuple[dict, int, int]:
+    """Seconds per stage, frames detected and faces, for the job's steps run in order in this process, the
+    detector on ``device``."""
     import torch
 
     torch.set_num_threads(threads)
     totals: dict = defaultdict(float)
     shard_options = ShardOptions(sampling=sampling, keep_full_frames=True, chunk_bytes=32 << 20)
-    detection = DetectionOptions(device="cpu", crops=True, torch_threads=threads)
+    detection = DetectionOptions(device=device, crops=True, torch_threads=threads)
     with tempfile.TemporaryDirectory() as dest:
         detector = ChunkDetector(detection, dest)
         warm = next(decode_chunks(plan_shards({"video": videos[0], "key": "warm"}, shard_options)[0], shard_options))

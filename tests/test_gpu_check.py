@@ -53,3 +53,27 @@ def test_progress_keeps_the_report_so_far_on_disk(tmp_path, capsys):
     assert "frames_per_second" in json.loads(output.read_text())
     assert capsys.readouterr().err.startswith("[gpu_check] agreement done after ")
     load_benchmark("gpu_check").progress(None)("agreement", {})  # no output file: progress lines only
+
+
+def test_job_stages_time_the_jobs_own_steps_and_their_shares(data_dir):
+    stages = load_benchmark("gpu_check").job_stages(data_dir / "street_crowd_24f_640x360.mp4", 4, "cpu")
+    assert stages["frames"] == 4 and stages["faces"] > 0
+    assert set(stages["shares"]) == {"probe", "decode", "detect", "crop", "stage_write", "other", "finalise"}
+    assert all(seconds >= 0 for seconds in stages["seconds"].values()) and stages["seconds"]["decode"] > 0
+    assert abs(sum(stages["shares"].values()) - 1) < 1e-9
+    assert stages["frames_per_second"] > 0
+
+
+def test_the_report_prints_the_job_steps_when_there_are_some(capsys):
+    gpu_check = load_benchmark("gpu_check")
+    agreement = {"images": 1, "peer_strong": 1, "recall_vs_peer_pct": 100.0, "confirmed_by_peer_pct": 100.0,
+                 "landmark_median_pct": 0.0, "landmark_p95_pct": 0.0, "passes": True}
+    stages = {"frames": 32, "seconds": {"decode": 1.0, "detect": 3.0}, "shares": {"decode": 0.25, "detect": 0.75},
+              "frames_per_second": 8.0}
+    report = {"device": "cuda", "gpu": "a GPU", "torch": "2", "default_precision": "float16", "quick": False,
+              "agreement_default": agreement, "agreement_float32": agreement, "packed_against_per_level": agreement,
+              "frames_per_second": [], "crowd_against_one_face": {}, "peak_memory": {}, "compile": [],
+              "detect_job": {"exit_status": 0, "stages": stages}}
+    gpu_check.print_report(report)
+    out = capsys.readouterr().out
+    assert "| decode | 1.00 | 25% |" in out and "| all, 8.0 frames/s | 4.00 | |" in out
