@@ -67,8 +67,9 @@ class FaceDetector:
         budget: per-pass work limits (:class:`WorkBudget`); None picks one for the device.
         precision: "float32", "float16" (CUDA), "bfloat16", or "auto" (:func:`auto_precision`:
             float16 on CUDA, bfloat16 on CPUs with bfloat16 dot products, else float32). float32
-            gives the reference MTCNN's results to float rounding; the lower ones are faster and
-            agree closely (docs/benchmarks.md, Agreement). Box arithmetic and NMS always run in
+            on a CPU gives the reference MTCNN's results to float rounding; float32 on CUDA (whose
+            convolutions round otherwise) and the lower precisions agree closely, the latter
+            faster (docs/benchmarks.md, Agreement and GPU check). Box arithmetic and NMS always run in
             float32; on a CPU, bfloat16 also keeps P-Net's first convolution and the dense
             layers in float32, where its rounding would move the results.
         weights_dir: folder with pnet.pt, rnet.pt and onet.pt; None uses the bundled ones.
