@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -196,8 +197,6 @@ def job_stages(video: Path, frames: int, device: str) -> dict:
     """The job's own steps over ``frames`` frames of ``video``, with crops, in this process without Ray, timed
     step by step (``benchmarks/job_breakdown.py``): seconds and shares of decoding, detection, cropping and
     writing, and frames per second through them one after the other."""
-    import os
-
     import job_breakdown
 
     from raydetect.offline.video import Sampling

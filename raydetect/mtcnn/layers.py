@@ -189,7 +189,7 @@ def _pieces(count: int, conv_height: int, row_bytes: int, kernel: int) -> list[t
     pooled_rows = _pooled_length(conv_height, kernel)
     image_bytes = conv_height * row_bytes
     if image_bytes <= PIECE_BYTES:
-        step = max(1, PIECE_BYTES // image_bytes)
+        step = PIECE_BYTES // image_bytes
         return [(slice(start, min(start + step, count)), slice(0, pooled_rows)) for start in range(0, count, step)]
     # A band of b pooled rows needs about 2 * b convolution rows.
     band = max(1, PIECE_BYTES // (2 * row_bytes))
