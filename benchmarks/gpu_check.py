@@ -208,17 +208,40 @@ def job_stages(video: Path, frames: int, device: str) -> dict:
             "shares": {name: value / total for name, value in seconds.items()}, "frames_per_second": detected / total}
 
 
+# The job takes under half a minute on a GPU; past this it is stuck (a GPU that hangs, say), and the report goes on
+# (the killed command's own Ray processes are not chased: this runs once, on a machine of its own).
+JOB_TIMEOUT_S = 600
+
+
+def run_command(command: list[str], timeout_s: float) -> dict:
+    """Run ``command``; its exit status (None if it ran past ``timeout_s`` and was killed), wall seconds and the
+    tail of its output."""
+    started = time.perf_counter()
+    try:
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        status, stdout, stderr = finished.returncode, finished.stdout, finished.stderr
+    except subprocess.TimeoutExpired as expired:
+        status = None
+        stdout, stderr = (_text(expired.stdout), _text(expired.stderr) + f"\ntimed out after {timeout_s:g} s")
+    return {"exit_status": status, "wall_s": time.perf_counter() - started,
+            "log_tail": stdout[-2000:] + stderr[-2000:]}
+
+
+def _text(output: bytes | str | None) -> str:
+    """What TimeoutExpired caught of a stream (bytes even with text=True), as text."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
 def detect_job(data_root: Path, device: str) -> dict:
     """A short ``raydetect detect --gpus-per-actor 1`` job: 32 frames of the street video, with crops; then the
     same frames through the job's steps one by one (:func:`job_stages`), for the share of decoding."""
     with tempfile.TemporaryDirectory() as output:
         command = [sys.executable, "-m", "raydetect", "detect", str(data_root / STREET_VIDEO), "--output", output,
                    "--frames-per-video", "32", "--crops", "--gpus-per-actor", "1"]
-        started = time.perf_counter()
-        finished = subprocess.run(command, capture_output=True, text=True)
-        seconds = time.perf_counter() - started
-        report = {"command": " ".join(command[1:]), "exit_status": finished.returncode, "wall_s": seconds,
-                  "fps_including_start": 32 / seconds, "log_tail": finished.stdout[-2000:] + finished.stderr[-2000:]}
+        report = {"command": " ".join(command[1:]), **run_command(command, JOB_TIMEOUT_S)}
+        report["fps_including_start"] = 32 / report["wall_s"]
         try:
             import pyarrow.parquet as pq
 

@@ -77,3 +77,18 @@ def test_the_report_prints_the_job_steps_when_there_are_some(capsys):
     gpu_check.print_report(report)
     out = capsys.readouterr().out
     assert "| decode | 1.00 | 25% |" in out and "| all, 8.0 frames/s | 4.00 | |" in out
+
+
+def test_a_stuck_job_command_ends_at_its_timeout_with_what_it_printed():
+    import sys
+    import time
+
+    gpu_check = load_benchmark("gpu_check")
+    command = [sys.executable, "-c", "import sys, time; print('started', flush=True); time.sleep(60)"]
+    started = time.perf_counter()
+    result = gpu_check.run_command(command, timeout_s=2)
+    assert time.perf_counter() - started < 30
+    assert result["exit_status"] is None and 2 <= result["wall_s"] < 30
+    assert "started" in result["log_tail"] and "timed out after 2 s" in result["log_tail"]
+    finished = gpu_check.run_command([sys.executable, "-c", "import sys; sys.exit(3)"], timeout_s=30)
+    assert finished["exit_status"] == 3
